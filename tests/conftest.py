@@ -1,0 +1,57 @@
+"""Shared fixtures and tiering for the test suite.
+
+Markers (see pyproject.toml): ``slow``, ``browser``, ``gpu``, ``shared_data``. The default run
+(``pytest``) runs everything that can run here; GPU tests skip without CUDA, shared-data tests skip
+when ``../shared/data`` is absent, browser tests skip when Chromium is missing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Point the workbench cache at a per-session folder unless the caller set one."""
+    if "COE_WORKBENCH_CACHE" not in os.environ:
+        os.environ["COE_WORKBENCH_CACHE"] = str(tmp_path_factory.mktemp("coe-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; skips the test cleanly when it is absent."""
+    from workbench._paths import shared_data_dir
+
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is absent (set COE_SHARED_DATA to its location)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mmlu_pro_dir(shared_data) -> Path:
+    path = shared_data / "mmlu-pro"
+    if not any(path.glob("model_outputs_*_5shots.zip")):
+        pytest.skip(f"no MMLU-Pro result zips in {path}")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # torch missing or broken: GPU tests cannot run
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,69 @@
+"""CoE Workbench: build, inspect and serve Compositions of Experts.
+
+``import workbench`` is deliberately light: public names are resolved lazily (PEP 562), so torch,
+transformers, umap, panel, plotly and scikit-learn are imported only by the functions that need
+them.
+
+Examples
+--------
+>>> import workbench as wb
+>>> prompts = wb.load_demo_prompts()          # doctest: +SKIP
+>>> X = wb.Embedder().embed(prompts)          # doctest: +SKIP
+>>> m = wb.project(X, method="pca")           # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    # errors (light)
+    "WorkbenchError": "workbench.errors",
+    # prompts
+    "PromptSet": "workbench.prompts",
+    "load_demo_prompts": "workbench.prompts",
+    # embeddings
+    "Embedder": "workbench.embed",
+    # maps and cluster quality
+    "Map": "workbench.maps",
+    "project": "workbench.maps",
+    "MapBuilder": "workbench.maps",
+    "knn_purity": "workbench.quality",
+    "silhouette": "workbench.quality",
+    "discover_categories": "workbench.discover",
+    # routing, scores, mapping
+    "CategoryRouter": "workbench.router",
+    "DirectRouter": "workbench.router",
+    "ExpertScores": "workbench.scores",
+    "ModelRegistry": "workbench.registry",
+    "CategoryExpertMap": "workbench.mapping",
+    "optimize_mapping": "workbench.mapping",
+    "pareto_frontier": "workbench.mapping",
+    # experts and runtime
+    "ExpertSpec": "workbench.experts",
+    "ExpertPool": "workbench.experts",
+    "plan_placement": "workbench.experts",
+    "CoE": "workbench.coe",
+    "Trace": "workbench.coe",
+    # composition
+    "QueryGraph": "workbench.compose",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,81 @@
+"""One exception family for the workbench.
+
+Every error says what was wrong, where (file, row, key) and what to do about it. Each class also
+derives from the closest built-in exception so callers can catch ``ValueError``/``KeyError`` etc.
+"""
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error the workbench raises on purpose."""
+
+
+class PromptSetError(WorkbenchError, ValueError):
+    """A prompt file or table is malformed (bad column, empty prompt, duplicate id, ...)."""
+
+
+class UnknownFormatError(PromptSetError):
+    """A file's format could not be inferred or is not supported."""
+
+
+class EmbedderError(WorkbenchError, RuntimeError):
+    """The embedding model could not be loaded or run."""
+
+
+class ModelNotFoundError(EmbedderError, FileNotFoundError):
+    """A model id or path could not be resolved (offline, typo, missing package)."""
+
+
+class MapError(WorkbenchError, ValueError):
+    """A projection was asked for with bad inputs or parameters."""
+
+
+class RouterError(WorkbenchError, ValueError):
+    """A router was misconfigured, unfitted, or loaded from a bad file."""
+
+
+class ScoresError(WorkbenchError, ValueError):
+    """Expert scores are missing, NaN, or do not line up with prompts or experts."""
+
+
+class MappingError(WorkbenchError, ValueError):
+    """A category-to-expert map names unknown categories/experts or is incomplete."""
+
+
+class InfeasibleBudgetError(MappingError):
+    """No category-to-expert map satisfies the requested budget."""
+
+
+class RegistryError(WorkbenchError, KeyError):
+    """A model registry (parameter counts) is malformed or misses a model."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ExpertError(WorkbenchError, RuntimeError):
+    """An expert failed to load, place or generate."""
+
+
+class PlacementError(ExpertError):
+    """An expert cannot be placed within the pool's tier budgets."""
+
+
+class GraphError(WorkbenchError, ValueError):
+    """A query graph is invalid (cycle, unknown reference, empty sub-query) or unparsable."""
+
+
+class MissingDependencyError(WorkbenchError, ImportError):
+    """An optional dependency is missing; the message names the pip extra that provides it."""
+
+
+def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
+    """Build the error raised when an optional package is absent.
+
+    >>> str(missing_dependency("panel", "app", "the Panel app"))[:30]
+    'the Panel app needs the packag'
+    """
+    return MissingDependencyError(
+        f"{purpose} needs the package {package!r}, which is not installed. "
+        f"Install it with: pip install 'coe-workbench[{extra}]' (or pip install {package})."
+    )
