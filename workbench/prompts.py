@@ -1,0 +1,724 @@
+"""Prompt sets: a table of prompts with loaders, validation, save/load and stratified splits.
+
+A :class:`PromptSet` wraps a :class:`pandas.DataFrame` with the columns ``id`` (unique strings),
+``text`` (non-empty prompts), an optional ``category`` and any number of meta columns.
+
+Examples
+--------
+>>> from workbench.prompts import PromptSet
+>>> ps = PromptSet.from_records([{"text": "What is 2+2?", "category": "math"},
+...                              {"text": "Bonjour !", "category": "chat"}])
+>>> len(ps), ps.ids
+(2, ['p-0', 'p-1'])
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from workbench._paths import atomic_write_bytes, data_dir
+from workbench.errors import PromptSetError, UnknownFormatError
+
+OnError = Literal["raise", "skip"]
+
+#: File formats :meth:`PromptSet.read` understands, by suffix.
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".zip": "mmlu-pro",
+}
+_FORMAT_NAMES = sorted(set(FORMATS.values()) | {"mt-bench", "arena-hard"})
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row left out by ``on_error="skip"``: where it was and why."""
+
+    source: str
+    row: int | str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source} row {self.row}: {self.reason}"
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        return bool(pd.isna(value)) if np.ndim(value) == 0 else False
+    except (TypeError, ValueError):
+        return False
+
+
+class PromptSet:
+    """A validated table of prompts.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Must hold ``id`` and ``text`` columns; ``category`` is optional; other columns are kept as
+        meta data. Use the ``read``/``from_*`` constructors to map other column names.
+    name : str, optional
+        A label for the set (shown in reports and plots).
+    skipped : list of SkippedRow, optional
+        Rows a loader left out (``on_error="skip"``), kept for reporting.
+
+    Examples
+    --------
+    >>> ps = PromptSet(pd.DataFrame({"id": ["a", "b"], "text": ["hi", "yo"]}))
+    >>> ps.has_categories
+    False
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        *,
+        name: str | None = None,
+        skipped: Sequence[SkippedRow] | None = None,
+        source: str = "<table>",
+    ) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise PromptSetError(
+                f"PromptSet needs a pandas DataFrame, got {type(df).__name__}; "
+                "use PromptSet.from_records(...) for a list of dicts"
+            )
+        for col in ("id", "text"):
+            if col not in df.columns:
+                raise PromptSetError(
+                    f"{source} has no {col!r} column (columns: {list(df.columns)}); "
+                    f"rename the column or use PromptSet.from_dataframe(df, {col}='your_column')"
+                )
+        df = df.reset_index(drop=True).copy()
+        df["id"] = df["id"].astype(str)
+        bad = [i for i, t in enumerate(df["text"]) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise PromptSetError(
+                f"{source} has empty or non-text prompts at rows {_fmt_rows(bad)}; "
+                "fix those rows or load with on_error='skip'"
+            )
+        dup = df["id"][df["id"].duplicated(keep=False)]
+        if len(dup):
+            first = dup.unique()[:5].tolist()
+            raise PromptSetError(
+                f"{source} has duplicate ids {first}; ids must be unique — fix them or load with "
+                "on_error='skip' to keep the first occurrence"
+            )
+        cols = ["id", "text"] + [c for c in df.columns if c not in ("id", "text")]
+        self.df = df[cols]
+        self.name = name or "prompts"
+        self.skipped = list(skipped or [])
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        cats = f", {self.df['category'].nunique()} categories" if self.has_categories else ""
+        skipped = f", {len(self.skipped)} rows skipped" if self.skipped else ""
+        return f"PromptSet({self.name!r}, {len(self)} prompts{cats}{skipped})"
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.df.to_dict("records"))
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self.df.iloc[int(index)].to_dict()
+        return self.subset(index)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.df["text"].tolist()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.df["id"].tolist()
+
+    @property
+    def has_categories(self) -> bool:
+        return "category" in self.df.columns and not self.df["category"].isna().all()
+
+    @property
+    def categories(self) -> np.ndarray | None:
+        """Per-prompt category as an array of ``str`` (``None`` when the set has none)."""
+        if "category" not in self.df.columns:
+            return None
+        return self.df["category"].to_numpy(dtype=object)
+
+    @property
+    def category_names(self) -> list[str]:
+        """Sorted distinct categories."""
+        if not self.has_categories:
+            return []
+        return sorted(self.df["category"].dropna().astype(str).unique().tolist())
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.df.columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as an array; a clear error names the available ones."""
+        if name not in self.df.columns:
+            raise PromptSetError(f"no column {name!r} in {self.name}; columns: {self.columns}")
+        return self.df[name].to_numpy()
+
+    def counts(self) -> pd.Series:
+        """Prompts per category."""
+        self.require_categories()
+        return self.df["category"].value_counts().sort_index()
+
+    def subset(self, index) -> PromptSet:
+        """Rows by positions, a boolean mask, a slice, or a list of ids (in that order)."""
+        if isinstance(index, slice):
+            df = self.df.iloc[index]
+        else:
+            arr = np.asarray(index)
+            if arr.dtype == bool:
+                if arr.shape != (len(self),):
+                    raise PromptSetError(
+                        f"boolean mask has shape {arr.shape}, expected ({len(self)},)"
+                    )
+                df = self.df[arr]
+            elif arr.dtype.kind in "iu":
+                df = self.df.iloc[arr]
+            else:
+                pos = pd.Index(self.df["id"])
+                locs = pos.get_indexer(arr.astype(str))
+                if (locs < 0).any():
+                    missing = arr[locs < 0][:5].tolist()
+                    raise PromptSetError(f"ids {missing} are not in {self.name}")
+                df = self.df.iloc[locs]
+        return PromptSet(df, name=self.name, skipped=self.skipped)
+
+    def with_column(self, name: str, values: Sequence[Any]) -> PromptSet:
+        """A copy with a column added or replaced (e.g. discovered categories)."""
+        if len(values) != len(self):
+            raise PromptSetError(f"column {name!r} has {len(values)} values for {len(self)} prompts")
+        df = self.df.copy()
+        df[name] = list(values)
+        return PromptSet(df, name=self.name, skipped=self.skipped)
+
+    def require_categories(self) -> PromptSet:
+        """Raise a clear error unless every prompt has a category; returns ``self``."""
+        if "category" not in self.df.columns:
+            raise PromptSetError(
+                f"{self.name} has no 'category' column; load it with category='your_column', or "
+                "discover categories with workbench.discover_categories(...)"
+            )
+        missing = [i for i, c in enumerate(self.df["category"]) if _is_missing(c) or str(c).strip() == ""]
+        if missing:
+            ids = self.df["id"].iloc[missing[:5]].tolist()
+            raise PromptSetError(
+                f"{self.name}: {len(missing)} prompts have no category (rows {_fmt_rows(missing)}, "
+                f"ids {ids}); fill them in, drop them, or load with on_error='skip'"
+            )
+        return self
+
+    # ----------------------------------------------------------------- splits
+    def split(
+        self, test_size: float = 0.5, *, seed: int = 0, stratify: bool = True
+    ) -> tuple[PromptSet, PromptSet]:
+        """Seeded train / held-out split, stratified by category when the set has one.
+
+        Each category contributes ``round(n_c * test_size)`` prompts to the held-out part (a
+        category with a single prompt stays in train). Order inside each part follows the original.
+
+        >>> ps = PromptSet.from_records([{"text": f"q{i}", "category": "ab"[i % 2]} for i in range(10)])
+        >>> a, b = ps.split(0.5, seed=0)
+        >>> len(a), len(b), sorted(b.counts().tolist())
+        (5, 5, [2, 3])
+        """
+        if not 0.0 < float(test_size) < 1.0:
+            raise PromptSetError(f"test_size must be between 0 and 1 (exclusive), got {test_size}")
+        rng = np.random.default_rng(seed)
+        n = len(self)
+        held = np.zeros(n, dtype=bool)
+        if stratify and self.has_categories:
+            self.require_categories()
+            cats = self.df["category"].astype(str).to_numpy()
+            for cat in sorted(set(cats)):
+                idx = np.flatnonzero(cats == cat)
+                k = int(round(len(idx) * test_size)) if len(idx) > 1 else 0
+                held[rng.permutation(idx)[:k]] = True
+        else:
+            held[rng.permutation(n)[: int(round(n * test_size))]] = True
+        return self.subset(~held), self.subset(held)
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        text: str = "text",
+        id: str = "id",
+        category: str | None = "category",
+        name: str | None = None,
+        on_error: OnError = "raise",
+        require_category: bool = False,
+        source: str = "<records>",
+    ) -> PromptSet:
+        """Build from dicts, mapping ``text``/``id``/``category`` from the given keys."""
+        rows = list(records)
+        df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame({"id": [], "text": []})
+        return cls.from_dataframe(
+            df, text=text, id=id, category=category, name=name, on_error=on_error,
+            require_category=require_category, source=source,
+        )
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        *,
+        text: str = "text",
+        id: str = "id",
+        category: str | None = "category",
+        name: str | None = None,
+        on_error: OnError = "raise",
+        require_category: bool = False,
+        source: str = "<table>",
+        row_numbers: Sequence[int | str] | None = None,
+        skipped: Sequence[SkippedRow] = (),
+    ) -> PromptSet:
+        """Build from a DataFrame, validating every row.
+
+        ``row_numbers`` gives each row's position in the source file for error messages (line
+        numbers for JSONL, data-row numbers for CSV); by default rows count from 1.
+        """
+        _check_on_error(on_error)
+        if text not in df.columns:
+            raise PromptSetError(
+                f"{source} has no text column {text!r} (columns: {list(df.columns)}); "
+                f"pass text='<column with the prompts>'"
+            )
+        if require_category and (category is None or category not in df.columns):
+            raise PromptSetError(
+                f"{source} has no category column {category!r} (columns: {list(df.columns)}); "
+                "pass category='<column>' or load without require_category"
+            )
+        df = df.reset_index(drop=True)
+        rows = list(row_numbers) if row_numbers is not None else list(range(1, len(df) + 1))
+        out = pd.DataFrame(index=df.index)
+        if id in df.columns:
+            ids = df[id]
+        else:
+            stem = "p" if source.startswith("<") else (Path(source).stem or "p")
+            ids = pd.Series([f"{stem}-{i}" for i in range(len(df))])
+        out["id"] = [None if _is_missing(v) else str(v) for v in ids]
+        out["text"] = df[text].tolist()
+        if category is not None and category in df.columns:
+            out["category"] = [None if _is_missing(v) else str(v) for v in df[category]]
+        for col in df.columns:
+            if col not in (text, id, category) and col not in out.columns:
+                out[col] = df[col].tolist()
+
+        problems: dict[int, str] = {}
+        for i, t in enumerate(out["text"]):
+            if _is_missing(t):
+                problems[i] = f"missing prompt in column {text!r}"
+            elif not isinstance(t, str):
+                problems[i] = f"prompt in column {text!r} is a {type(t).__name__}, not text"
+            elif not t.strip():
+                problems[i] = f"empty or whitespace-only prompt in column {text!r}"
+        for i, v in enumerate(out["id"]):
+            if i not in problems and _is_missing(v):
+                problems[i] = f"missing id in column {id!r}"
+        if require_category:
+            for i, c in enumerate(out["category"]):
+                if i not in problems and (_is_missing(c) or not str(c).strip()):
+                    problems[i] = f"missing category in column {category!r}"
+        seen: dict[str, int] = {}
+        for i, v in enumerate(out["id"]):
+            if i in problems or _is_missing(v):
+                continue
+            if v in seen:
+                problems[i] = f"duplicate id {v!r} (first at row {rows[seen[v]]})"
+            else:
+                seen[v] = i
+
+        skipped = list(skipped)
+        if problems:
+            if on_error == "raise":
+                items = sorted(problems.items())
+                shown = "; ".join(f"row {rows[i]}: {why}" for i, why in items[:5])
+                more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+                raise PromptSetError(
+                    f"{source}: {len(items)} bad rows — {shown}{more}. Fix the file, map the right "
+                    "columns (text=, id=, category=), or load with on_error='skip' to leave bad "
+                    "rows out and get a report"
+                )
+            skipped += [SkippedRow(source, rows[i], why) for i, why in sorted(problems.items())]
+            out = out.drop(index=list(problems)).reset_index(drop=True)
+        if skipped:
+            warnings.warn(
+                f"{source}: skipped {len(skipped)} bad rows (see PromptSet.skipped); first: "
+                f"{skipped[0]}",
+                stacklevel=3,
+            )
+        return cls(out, name=name or _default_name(source), skipped=skipped, source=source)
+
+    @classmethod
+    def read(
+        cls,
+        path: str | os.PathLike,
+        format: str | None = None,
+        *,
+        text: str = "text",
+        id: str = "id",
+        category: str | None = "category",
+        on_error: OnError = "raise",
+        require_category: bool = False,
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> PromptSet:
+        """Read a prompt file: JSONL, JSON (list of records), CSV/TSV or Parquet.
+
+        MMLU-Pro result zips, MT-Bench and Arena-Hard question files are recognised too (or use
+        their ``from_*`` constructors). Column names map with ``text=``, ``id=``, ``category=``.
+
+        Parameters
+        ----------
+        on_error : {"raise", "skip"}
+            ``"raise"`` (default) stops at bad rows with a message naming them; ``"skip"`` leaves
+            them out, records them in :attr:`skipped` and warns.
+        """
+        _check_on_error(on_error)
+        path = Path(path)
+        if not path.exists():
+            raise PromptSetError(f"prompt file {str(path)!r} does not exist")
+        if path.is_dir():
+            if any(path.glob("model_outputs_*")):
+                return cls.from_mmlu_pro(path)
+            raise PromptSetError(
+                f"{str(path)!r} is a folder; pass a file ({', '.join(sorted(FORMATS))}) or a "
+                "folder of MMLU-Pro model_outputs_*.zip files"
+            )
+        fmt = (format or FORMATS.get(path.suffix.lower()) or "").lower()
+        if fmt not in _FORMAT_NAMES:
+            raise UnknownFormatError(
+                f"cannot tell the format of {str(path)!r} (suffix {path.suffix!r}); known formats: "
+                f"{', '.join(_FORMAT_NAMES)} — rename the file or pass format='jsonl' etc."
+            )
+        kwargs = dict(text=text, id=id, category=category, on_error=on_error,
+                      require_category=require_category, name=name)
+        if fmt == "mmlu-pro":
+            return cls.from_mmlu_pro(path)
+        if fmt == "mt-bench":
+            return cls.from_mt_bench(path)
+        if fmt == "arena-hard":
+            return cls.from_arena_hard(path)
+        if fmt == "jsonl":
+            records, rows, skipped = _read_jsonl(path, encoding, on_error)
+            if records and text not in records[0] and _looks_like(records[0], "mt-bench"):
+                return cls.from_mt_bench(path)
+            if records and text not in records[0] and _looks_like(records[0], "arena-hard"):
+                return cls.from_arena_hard(path)
+            df = pd.DataFrame.from_records(records) if records else pd.DataFrame({text: []})
+            return cls.from_dataframe(df, source=str(path), row_numbers=rows, skipped=skipped, **kwargs)
+        if fmt == "json":
+            raw = _decode(path.read_bytes(), path, encoding)
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise PromptSetError(
+                    f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                    "a JSON file must hold a list of records — use .jsonl for one record per line"
+                ) from None
+            if isinstance(data, dict):
+                data = data.get("data") or data.get("records") or data.get("prompts") or data
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise PromptSetError(f"{path} must hold a JSON list of objects (records)")
+            if data and "question_id" in data[0] and "pred" in data[0]:
+                return cls.from_mmlu_pro(path)
+            return cls.from_dataframe(pd.DataFrame.from_records(data), source=str(path), **kwargs)
+        if fmt in ("csv", "tsv"):
+            df, rows, skipped = _read_csv(path, encoding, on_error, sep="\t" if fmt == "tsv" else ",")
+            return cls.from_dataframe(df, source=str(path), row_numbers=rows, skipped=skipped, **kwargs)
+        if fmt == "parquet":
+            try:
+                df = pd.read_parquet(path)
+            except Exception as exc:  # pyarrow raises several types
+                raise PromptSetError(f"cannot read {path} as Parquet: {exc}") from None
+            return cls.from_dataframe(df, source=str(path), **kwargs)
+        raise UnknownFormatError(f"unsupported format {fmt!r}")  # pragma: no cover
+
+    @classmethod
+    def from_mmlu_pro(cls, path: str | os.PathLike, *, name: str | None = None) -> PromptSet:
+        """MMLU-Pro questions from a per-question eval-result file (or a folder of them).
+
+        Accepts a ``model_outputs_<model>_5shots.zip``, the JSON inside it, or a folder of such
+        zips (the first file's questions are used; all files share the same questions). Keeps
+        ``options``, ``answer``, ``answer_index`` and ``src`` as meta columns.
+        """
+        path = Path(path)
+        if path.is_dir():
+            files = mmlu_pro_result_files(path)
+            if not files:
+                raise PromptSetError(f"no model_outputs_*_5shots.zip files in {path}")
+            path = next(iter(files.values()))
+        records = read_mmlu_pro_records(path)
+        keep = ("question_id", "question", "category", "options", "answer", "answer_index", "src")
+        rows = [{k: r.get(k) for k in keep} for r in records]
+        return cls.from_records(
+            rows, text="question", id="question_id", category="category",
+            name=name or "mmlu-pro", require_category=True, source=str(path),
+        )
+
+    @classmethod
+    def from_mt_bench(cls, path: str | os.PathLike, *, name: str | None = None) -> PromptSet:
+        """MT-Bench ``question.jsonl`` (``question_id, category, turns``); text is the first turn."""
+        path = Path(path)
+        records, rows, skipped = _read_jsonl(path, "utf-8", "raise")
+        out = []
+        for r, line in zip(records, rows):
+            turns = r.get("turns")
+            if not isinstance(turns, list) or not turns:
+                raise PromptSetError(f"{path} line {line}: 'turns' must be a non-empty list of strings")
+            out.append({"id": r.get("question_id"), "text": turns[0], "category": r.get("category"),
+                        "turns": turns, "n_turns": len(turns)})
+        return cls.from_records(out, name=name or "mt-bench", source=str(path), require_category=True)
+
+    @classmethod
+    def from_arena_hard(
+        cls, path: str | os.PathLike, *, category: str = "subcategory", name: str | None = None
+    ) -> PromptSet:
+        """Arena-Hard ``question.jsonl`` (``uid, category, subcategory, prompt``).
+
+        The category defaults to the finer ``subcategory`` (coding, math, creative_writing); the
+        coarse one is kept as ``arena_category``.
+        """
+        path = Path(path)
+        records, rows, _ = _read_jsonl(path, "utf-8", "raise")
+        out = [{"id": r.get("uid"), "text": r.get("prompt"), "category": r.get(category),
+                "arena_category": r.get("category"), "subcategory": r.get("subcategory")}
+               for r in records]
+        return cls.from_dataframe(
+            pd.DataFrame.from_records(out), name=name or "arena-hard", source=str(path),
+            row_numbers=rows, require_category=True,
+        )
+
+    # -------------------------------------------------------------------- save
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the set atomically as ``.jsonl``, ``.csv`` or ``.parquet`` (by suffix).
+
+        JSONL and Parquet round-trip every column; CSV writes list/dict meta values as JSON text.
+        """
+        path = Path(path)
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt == "jsonl":
+            lines = [json.dumps(_jsonable(r), ensure_ascii=False) for r in self.df.to_dict("records")]
+            atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+        elif fmt in ("csv", "tsv"):
+            df = self.df.copy()
+            for col in df.columns:
+                if df[col].map(lambda v: isinstance(v, (list, dict, tuple, np.ndarray))).any():
+                    df[col] = df[col].map(lambda v: json.dumps(_jsonable(v), ensure_ascii=False))
+            atomic_write_bytes(path, df.to_csv(index=False, sep="\t" if fmt == "tsv" else ",").encode("utf-8"))
+        elif fmt == "parquet":
+            buf = io.BytesIO()
+            self.df.to_parquet(buf, index=False)
+            atomic_write_bytes(path, buf.getvalue())
+        else:
+            raise UnknownFormatError(
+                f"cannot save to {str(path)!r}: use a .jsonl, .csv, .tsv or .parquet suffix"
+            )
+        return path
+
+
+# ---------------------------------------------------------------------- loaders
+def load_demo_prompts(directory: str | os.PathLike | None = None) -> PromptSet:
+    """The workbench's own demo prompt set (``data/demo/*.jsonl``: id, text, category, answer).
+
+    >>> ps = load_demo_prompts()          # doctest: +SKIP
+    >>> ps.counts().min() >= 60           # doctest: +SKIP
+    True
+    """
+    folder = Path(directory) if directory else data_dir() / "demo"
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise PromptSetError(
+            f"no demo prompt files (*.jsonl) in {folder}; run from a checkout of coe-workbench "
+            "or set COE_WORKBENCH_DATA to the project's data/ folder"
+        )
+    parts = [PromptSet.read(f, require_category=True) for f in files]
+    df = pd.concat([p.df for p in parts], ignore_index=True)
+    return PromptSet(df, name="demo", source=str(folder))
+
+
+def mmlu_pro_result_files(directory: str | os.PathLike) -> dict[str, Path]:
+    """Model name -> result file for every ``model_outputs_<model>_5shots.zip`` in a folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PromptSetError(f"MMLU-Pro results folder {str(directory)!r} does not exist")
+    out = {}
+    for f in sorted(directory.glob("model_outputs_*")):
+        stem = f.name[len("model_outputs_"):]
+        for suffix in (".zip", ".json"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+        if stem.endswith("_5shots"):
+            stem = stem[: -len("_5shots")]
+        out[stem] = f
+    return out
+
+
+def read_mmlu_pro_records(path: str | os.PathLike) -> list[dict]:
+    """The raw JSON records of one MMLU-Pro result file (a ``.zip`` holding one JSON, or the JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise PromptSetError(f"MMLU-Pro result file {str(path)!r} does not exist")
+    try:
+        if path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.lower().endswith(".json")]
+                if not names:
+                    raise PromptSetError(f"{path} holds no .json file (found {zf.namelist()[:5]})")
+                raw = zf.read(names[0])
+        else:
+            raw = path.read_bytes()
+    except zipfile.BadZipFile:
+        raise PromptSetError(f"{path} is not a valid zip file (truncated download?)") from None
+    try:
+        data = json.loads(_decode(raw, path, "utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PromptSetError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise PromptSetError(f"{path}: expected a JSON list of question records")
+    required = {"question_id", "question", "category"}
+    if data and not required <= set(data[0]):
+        raise PromptSetError(
+            f"{path}: records lack {sorted(required - set(data[0]))}; is this an MMLU-Pro "
+            "per-question result file (model_outputs_<model>_5shots)?"
+        )
+    return data
+
+
+# --------------------------------------------------------------------- helpers
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise PromptSetError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def _default_name(source: str) -> str:
+    return Path(source).stem if not source.startswith("<") else "prompts"
+
+
+def _fmt_rows(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:8])
+    return shown + (f" … ({len(rows)} in all)" if len(rows) > 8 else "")
+
+
+def _looks_like(record: Mapping, kind: str) -> bool:
+    if kind == "mt-bench":
+        return "turns" in record and "question_id" in record
+    return "uid" in record and "prompt" in record
+
+
+def _decode(raw: bytes, path: Path, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PromptSetError(
+            f"{path} line {line}: bytes {raw[exc.start:exc.end]!r} at offset {exc.start} are not "
+            f"valid {encoding}; re-save the file as UTF-8, pass encoding='latin-1' (or the file's "
+            "encoding), or load with on_error='skip' to leave such rows out"
+        ) from None
+
+
+def _read_jsonl(path: Path, encoding: str, on_error: OnError):
+    records, rows, skipped = [], [], []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                msg = (f"bytes {raw[exc.start:exc.end]!r} are not valid {encoding}")
+                if on_error == "skip":
+                    skipped.append(SkippedRow(str(path), lineno, msg))
+                    continue
+                raise PromptSetError(
+                    f"{path} line {lineno}: {msg}; re-save the file as UTF-8, pass "
+                    "encoding=..., or load with on_error='skip'"
+                ) from None
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if on_error == "skip":
+                    skipped.append(SkippedRow(str(path), lineno, f"invalid JSON: {exc.msg}"))
+                    continue
+                raise PromptSetError(
+                    f"{path} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}); "
+                    "fix the line or load with on_error='skip'"
+                ) from None
+            if not isinstance(obj, dict):
+                if on_error == "skip":
+                    skipped.append(SkippedRow(str(path), lineno, "not a JSON object"))
+                    continue
+                raise PromptSetError(f"{path} line {lineno} is a JSON {type(obj).__name__}, not an object")
+            records.append(obj)
+            rows.append(lineno)
+    return records, rows, skipped
+
+
+def _read_csv(path: Path, encoding: str, on_error: OnError, sep: str):
+    raw = path.read_bytes()
+    skipped: list[SkippedRow] = []
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        if on_error == "raise":
+            _decode(raw, path, encoding)
+        kept = []
+        for lineno, line in enumerate(raw.split(b"\n"), start=1):
+            try:
+                kept.append(line.decode(encoding))
+            except UnicodeDecodeError as exc:
+                skipped.append(SkippedRow(str(path), f"line {lineno}",
+                                          f"bytes {line[exc.start:exc.end]!r} are not valid {encoding}"))
+        text = "\n".join(kept)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                         na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise PromptSetError(f"{path} is empty; a CSV prompt file needs a header row") from None
+    except pd.errors.ParserError as exc:
+        raise PromptSetError(f"{path} is not valid CSV: {exc}") from None
+    # rows are counted as data rows (1 = the first row after the header)
+    return df, list(range(1, len(df) + 1)), skipped
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
