@@ -862,9 +862,15 @@ def _pareto(p: _Problem, mask: np.ndarray | None = None, budget: float | None = 
         keep = np.empty(len(nv), dtype=bool)
         keep[0] = True
         keep[1:] = nv[1:] > prev_best[:-1] + _VALUE_TOL * np.maximum(1.0, np.abs(prev_best[:-1]))
-        cost, value = nc[keep], nv[keep]
-        parents.append(par[keep])
-        choices.append(ch[keep])
+        # equal costs up to rounding noise: keep only the better (later) state
+        kept = np.flatnonzero(keep)
+        kc = nc[kept]
+        same = np.zeros(len(kept), dtype=bool)
+        same[:-1] = np.diff(kc) <= _VALUE_TOL * np.maximum(1.0, np.abs(kc[1:]))
+        kept = kept[~same]
+        cost, value = nc[kept], nv[kept]
+        parents.append(par[kept])
+        choices.append(ch[kept])
     return _Frontier(cost, value, parents, choices)
 
 
