@@ -305,8 +305,8 @@ class ModelRegistry:
                     f"model registry {source} line {lineno}: model {name!r} has no total_params_b"
                 )
             try:
-                models.append(ModelInfo(name, float(total), float(active)))
-            except (ValueError, RegistryError) as exc:
+                models.append(ModelInfo(name, total, active))
+            except RegistryError as exc:
                 raise RegistryError(f"model registry {source} line {lineno}: {exc}") from None
         return cls(models, source=source)
 
