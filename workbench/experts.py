@@ -1,0 +1,1096 @@
+"""Experts and the tiered :class:`ExpertPool` (GPU / CPU / disk).
+
+A Composition of Experts holds many experts but runs one per prompt; what makes it cheap is where
+the experts live and how fast the active one is switched in. The pool keeps every expert on disk
+(its safetensors checkpoint), a working set materialised in RAM (the CPU tier) and, when a GPU is
+present, the active experts on the GPU. Switching in an expert from the CPU tier costs no copy on
+CPU (microseconds) and one host->device copy on GPU; from disk it reads the safetensors straight
+into a model skeleton built once per expert, so it costs about what ``safetensors`` takes to read
+the bytes. An expert larger than a tier's budget is planned with :func:`plan_placement` and loaded
+split across GPU + CPU + disk with accelerate.
+
+Examples
+--------
+>>> from workbench.experts import ExpertSpec, ExpertPool
+>>> specs = [ExpertSpec("math", "ckpt/math"), ExpertSpec("code", "ckpt/code")]   # doctest: +SKIP
+>>> pool = ExpertPool(specs, cpu_memory="2GiB")                                 # doctest: +SKIP
+>>> pool.generate("math", "What is 2 + 2?").text                                # doctest: +SKIP
+>>> pool.events_frame()                                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import gc
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from workbench.errors import ExpertError, PlacementError
+from workbench.placement import (
+    Checkpoint,
+    Placement,
+    empty_model,
+    format_bytes,
+    inspect_checkpoint,
+    parse_size,
+    plan_placement,
+    resolve_model_path,
+    torch_dtype,
+)
+
+__all__ = [
+    "ExpertSpec", "specs_from_file", "parse_size", "plan_placement", "Placement", "ExpertPool",
+    "LoadedExpert", "Generation", "GenerationStream", "PoolEvent", "release_memory",
+]
+
+# ----------------------------------------------------------------------------------------------
+# spec
+
+
+@dataclass
+class ExpertSpec:
+    """What an expert is and how to run it.
+
+    Parameters
+    ----------
+    name : str
+        Unique name used by maps and routers.
+    model : str or Path
+        A local checkpoint folder (``config.json`` + ``*.safetensors`` + tokenizer) or a Hugging
+        Face id already in the local cache (nothing is downloaded).
+    dtype : str
+        ``"auto"`` (the checkpoint's), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    total_params_b, active_params_b : float, optional
+        Parameter counts in billions (for budgets; active = per token, e.g. for MoE experts).
+    chat_template : bool, optional
+        Apply the tokenizer's chat template; ``None`` uses it when the tokenizer has one.
+    generation : dict
+        Defaults for ``generate`` (``max_new_tokens``, ``do_sample``, ``temperature`` ...).
+    description : str
+        What the expert is good at (for similarity routing).
+    trust_remote_code : bool
+        Off unless you turn it on; passed to transformers.
+
+    Examples
+    --------
+    >>> s = ExpertSpec.from_dict({"name": "math", "model": "ckpt/math", "generation": {"max_new_tokens": 32}})
+    >>> s.to_dict()["generation"]
+    {'max_new_tokens': 32}
+    """
+
+    name: str
+    model: str | Path
+    dtype: str = "auto"
+    total_params_b: float | None = None
+    active_params_b: float | None = None
+    chat_template: bool | None = None
+    generation: dict = field(default_factory=dict)
+    description: str = ""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ExpertError(f"ExpertSpec.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
+            raise ExpertError(f"expert {self.name!r}: model must be a checkpoint folder or a Hugging Face id, got {self.model!r}")
+        if not isinstance(self.generation, dict):
+            raise ExpertError(f"expert {self.name!r}: generation must be a dict of generate() defaults, got {self.generation!r}")
+        if self.dtype not in (None, "auto"):
+            try:
+                torch_dtype(self.dtype)
+            except ExpertError as exc:
+                raise ExpertError(f"expert {self.name!r}: {exc}") from None
+        for attr in ("total_params_b", "active_params_b"):
+            value = getattr(self, attr)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ExpertError(f"expert {self.name!r}: {attr} must be a non-negative number, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "ExpertSpec":
+        """Build from a dict (e.g. one YAML entry). Relative model paths resolve against ``base_dir``."""
+        if not isinstance(data, dict):
+            raise ExpertError(f"an expert entry must be a mapping with 'name' and 'model', got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ExpertError(
+                f"expert entry {data.get('name', '?')!r} has unknown keys {unknown}; valid keys: {sorted(known)}"
+            )
+        missing = [k for k in ("name", "model") if k not in data]
+        if missing:
+            raise ExpertError(f"expert entry {data!r} misses {missing}; each expert needs 'name' and 'model'")
+        data = dict(data)
+        if base_dir is not None:
+            candidate = Path(base_dir) / str(data["model"])
+            if not Path(str(data["model"])).is_absolute() and candidate.exists():
+                data["model"] = str(candidate)
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """A plain dict (YAML/JSON friendly)."""
+        out = dataclasses.asdict(self)
+        out["model"] = str(self.model)
+        return out
+
+
+def specs_from_file(path: str | Path) -> list[ExpertSpec]:
+    """Read expert specs from a YAML (or JSON) file: a list of entries, or ``{"experts": [...]}``.
+
+    Relative ``model`` paths are resolved against the file's folder when they exist there.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExpertError(f"expert spec file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ExpertError(f"{path} is not valid YAML: {exc}") from exc
+    if isinstance(data, dict) and "experts" in data:
+        data = data["experts"]
+    if not isinstance(data, list):
+        raise ExpertError(f"{path} must hold a list of experts (or a mapping with key 'experts'), got {type(data).__name__}")
+    specs = []
+    for i, entry in enumerate(data):
+        try:
+            specs.append(ExpertSpec.from_dict(entry, base_dir=path.parent))
+        except ExpertError as exc:
+            raise ExpertError(f"{path} entry {i}: {exc}") from None
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass
+class PoolEvent:
+    """One load, switch, eviction, prefetch or error in the pool."""
+
+    time: float
+    expert: str
+    action: str          # load | switch | evict | prefetch | error
+    from_tier: str
+    to_tier: str
+    bytes: int
+    seconds: float
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadedExpert:
+    """An expert switched in and held (not evictable) inside ``with pool.use(name)``."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    spec: ExpertSpec
+    tier_found: str      # gpu | cpu | disk | cold
+    switch_s: float
+    device: str
+    tier: str = ""       # where it runs: gpu | cpu | gpu+cpu | cpu+disk | ...
+
+
+@dataclass
+class Generation:
+    """The result of :meth:`ExpertPool.generate`."""
+
+    text: str
+    new_tokens: int
+    seconds: float
+    tokens_per_s: float
+    tier_found: str
+    switch_s: float
+    expert: str = ""
+    token_ids: list[int] = field(default_factory=list)
+
+
+def release_memory(cuda: bool = False) -> None:
+    """Give freed memory back to the OS: ``gc.collect()``, glibc ``malloc_trim`` and the CUDA cache."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    if cuda:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------
+# pool internals
+
+
+@dataclass
+class _Entry:
+    spec: ExpertSpec
+    prep_lock: threading.Lock = field(default_factory=threading.Lock)
+    checkpoint: Checkpoint | None = None
+    config: Any = None
+    tokenizer: Any = None
+    skeletons: dict = field(default_factory=dict)      # "cpu" / "cuda" -> model skeleton (meta params when idle)
+    nbytes: int = 0
+    largest_module_bytes: int = 0
+    cpu_model: Any = None
+    gpu_model: Any = None
+    split_model: Any = None
+    placement: Placement | None = None
+    reserved: dict = field(default_factory=lambda: {"gpu": 0, "cpu": 0})
+    pinned: bool = False
+    in_use: int = 0
+    loading: bool = False
+    last_used: float | None = None
+    tick: int = 0
+
+    @property
+    def prepared(self) -> bool:
+        return self.config is not None
+
+    def bytes_on(self, tier: str) -> int:
+        held = self.reserved.get(tier, 0)
+        if tier == "gpu":
+            if self.gpu_model is not None:
+                held += self.nbytes
+        elif tier == "cpu":
+            if self.cpu_model is not None:
+                held += self.nbytes
+        if self.split_model is not None and self.placement is not None:
+            held += self.placement.bytes_per_tier.get(tier, 0)
+        return held
+
+    @property
+    def tier(self) -> str:
+        if self.gpu_model is not None:
+            return "gpu"
+        if self.cpu_model is not None:
+            return "cpu"
+        if self.split_model is not None and self.placement is not None:
+            return "+".join(self.placement.tiers)
+        return "disk"
+
+
+def _to_meta(model: Any) -> None:
+    """Drop a skeleton's weights: every parameter becomes a meta tensor (buffers are kept)."""
+    import torch
+
+    for module in model.modules():
+        for pname, param in list(module._parameters.items()):
+            if param is not None and param.device.type != "meta":
+                module._parameters[pname] = torch.nn.Parameter(
+                    torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False
+                )
+
+
+class GenerationStream:
+    """Iterator of text chunks from :meth:`ExpertPool.stream`; ``.generation`` holds the result after."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self.generation: Generation | None = None
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        kind, value = self._queue.get()
+        if kind == "text":
+            return value
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+
+# ----------------------------------------------------------------------------------------------
+# the pool
+
+
+class ExpertPool:
+    """Serve many experts within per-tier budgets (GPU bytes, CPU bytes, a disk offload folder).
+
+    Parameters
+    ----------
+    experts : iterable of ExpertSpec (or dicts)
+        The experts; names must be unique. Nothing is loaded until used.
+    gpu_memory : int, str or None
+        GPU tier budget. ``"auto"``: 80% of the free memory of ``cuda:0`` when CUDA is present,
+        else no GPU tier; ``None``/``0``: no GPU tier.
+    cpu_memory : int or str
+        CPU tier budget (materialised models in RAM), e.g. ``"4GiB"``.
+    offload_dir : path, optional
+        Folder for disk offload of experts larger than the budgets; a temporary folder (removed
+        on :meth:`close`) when ``None``.
+    prefetch : bool
+        Allow :meth:`prefetch` to load experts in a background thread.
+
+    Notes
+    -----
+    Every expert always lives on disk (its checkpoint). Loading an expert into a tier first evicts
+    least-recently-used experts that are neither pinned nor in use (GPU -> CPU -> dropped). An
+    expert larger than a tier's budget is planned with :func:`plan_placement` for the budget left
+    and loaded split (``cpu+disk``, ``gpu+cpu+disk``). The pool is thread-safe: several sessions may
+    share it; an expert in use by one is never evicted by another.
+    """
+
+    def __init__(
+        self,
+        experts: Iterable[ExpertSpec | dict],
+        *,
+        gpu_memory: int | str | None = "auto",
+        cpu_memory: int | str = "4GiB",
+        offload_dir: str | Path | None = None,
+        prefetch: bool = True,
+    ) -> None:
+        specs: dict[str, ExpertSpec] = {}
+        for spec in experts:
+            spec = spec if isinstance(spec, ExpertSpec) else ExpertSpec.from_dict(spec)
+            if spec.name in specs:
+                raise ExpertError(f"two experts are named {spec.name!r}; expert names must be unique")
+            specs[spec.name] = spec
+        self.specs = specs
+        self.cpu_budget = parse_size(cpu_memory)
+        self.gpu_budget = self._gpu_budget(gpu_memory)
+        self._own_offload = offload_dir is None
+        self.offload_dir = Path(offload_dir) if offload_dir is not None else None
+        self.prefetch_enabled = bool(prefetch)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._entries = {name: _Entry(spec) for name, spec in specs.items()}
+        self._events: list[PoolEvent] = []
+        self._listeners: list[Callable[[PoolEvent], None]] = []
+        self._prefetching: dict[str, threading.Thread] = {}
+        self._tick = 0
+        self._closed = False
+
+    # -- configuration --------------------------------------------------------------------------
+
+    @staticmethod
+    def _gpu_budget(gpu_memory: int | str | None) -> int:
+        if gpu_memory is None:
+            return 0
+        if gpu_memory == "auto":
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    return int(torch.cuda.mem_get_info(0)[0] * 0.8)
+            except Exception:  # no usable CUDA
+                return 0
+            return 0
+        budget = parse_size(gpu_memory)
+        if budget > 0:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise PlacementError(
+                    f"gpu_memory={gpu_memory!r} asks for a GPU tier but CUDA is not available; "
+                    "use gpu_memory=None (or 'auto') on a CPU-only machine"
+                )
+        return budget
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.specs
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ExpertPool({len(self.specs)} experts, gpu={format_bytes(self.gpu_budget)}, "
+            f"cpu={format_bytes(self.cpu_budget)}, tracked cpu={format_bytes(self.tracked_bytes('cpu'))})"
+        )
+
+    def __enter__(self) -> "ExpertPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ExpertError(f"unknown expert {name!r}; the pool holds: {', '.join(self.specs) or '(none)'}") from None
+
+    def _offload_root(self) -> Path:
+        if self.offload_dir is None:
+            from workbench._paths import cache_dir
+
+            self.offload_dir = Path(tempfile.mkdtemp(prefix="pool-", dir=cache_dir("offload")))
+        self.offload_dir.mkdir(parents=True, exist_ok=True)
+        return self.offload_dir
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[PoolEvent], None]) -> None:
+        """Call ``callback(event)`` after every recorded event (keep it quick; it may run under the pool lock)."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def _record(self, expert: str, action: str, from_tier: str, to_tier: str, nbytes: int, seconds: float, detail: str = "") -> PoolEvent:
+        event = PoolEvent(time.time(), expert, action, from_tier, to_tier, int(nbytes), float(seconds), detail)
+        with self._lock:
+            self._events.append(event)
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback(event)
+            except Exception as exc:  # a broken UI callback must not break serving
+                import warnings
+
+                warnings.warn(f"pool listener {callback!r} failed: {exc}", RuntimeWarning, stacklevel=2)
+        return event
+
+    def events(self) -> list[PoolEvent]:
+        """All recorded events, oldest first."""
+        with self._lock:
+            return list(self._events)
+
+    def events_frame(self):
+        """The events as a ``pandas.DataFrame`` (time, expert, action, from_tier, to_tier, bytes, seconds, detail)."""
+        import pandas as pd
+
+        columns = [f.name for f in dataclasses.fields(PoolEvent)]
+        return pd.DataFrame([e.to_dict() for e in self.events()], columns=columns)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def tracked_bytes(self, tier: str) -> int:
+        """Bytes the pool holds (or has reserved for a load in progress) on ``tier`` (``gpu``/``cpu``/``disk``)."""
+        if tier not in ("gpu", "cpu", "disk"):
+            raise ExpertError(f"unknown tier {tier!r}; use 'gpu', 'cpu' or 'disk'")
+        with self._lock:
+            if tier == "disk":
+                return sum(e.placement.bytes_per_tier["disk"] for e in self._entries.values()
+                           if e.split_model is not None and e.placement is not None)
+            return sum(e.bytes_on(tier) for e in self._entries.values())
+
+    def residency(self) -> list[dict]:
+        """Per expert: tier, bytes per tier, which modules each tier holds, pinned, in_use, last_used.
+
+        ``disk_bytes`` counts the bytes that would be read from disk to run the expert now (all of
+        it when it is not in memory; the offloaded part of a split expert).
+        """
+        with self._lock:
+            rows = []
+            for name, e in self._entries.items():
+                tier = e.tier
+                if e.split_model is not None and e.placement is not None:
+                    modules = {t: list(v) for t, v in e.placement.modules_per_tier.items() if v}
+                    disk = e.placement.bytes_per_tier["disk"]
+                elif tier in ("gpu", "cpu"):
+                    modules = {t: [""] for t in ("gpu", "cpu") if e.bytes_on(t)}
+                    disk = 0
+                else:
+                    modules = {"disk": [""]}
+                    disk = e.nbytes or (e.checkpoint.nbytes if e.checkpoint else 0)
+                rows.append({
+                    "expert": name,
+                    "tier": tier,
+                    "gpu_bytes": e.bytes_on("gpu"),
+                    "cpu_bytes": e.bytes_on("cpu"),
+                    "disk_bytes": int(disk),
+                    "size_bytes": e.nbytes,
+                    "pinned": e.pinned,
+                    "in_use": e.in_use,
+                    "loading": e.loading,
+                    "last_used": e.last_used,
+                    "modules": modules,
+                })
+            return rows
+
+    def residency_frame(self):
+        """:meth:`residency` as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.residency())
+
+    # -- pin / unpin / evict ----------------------------------------------------------------------
+
+    def pin(self, name: str, *, load: bool = True) -> None:
+        """Keep ``name`` resident: it is never evicted until :meth:`unpin`. Loads it now unless ``load=False``."""
+        entry = self._entry(name)
+        with self._lock:
+            entry.pinned = True
+        if load:
+            try:
+                with self.use(name):
+                    pass
+            except BaseException:
+                with self._lock:
+                    entry.pinned = False
+                raise
+
+    def unpin(self, name: str) -> None:
+        with self._lock:
+            self._entry(name).pinned = False
+
+    def evict(self, name: str) -> None:
+        """Drop ``name`` from memory (all tiers). Raises if it is in use; unpins it."""
+        entry = self._entry(name)
+        with self._cond:
+            while entry.loading:
+                self._cond.wait()
+            if entry.in_use:
+                raise ExpertError(
+                    f"expert {name!r} is in use by {entry.in_use} session(s) and cannot be evicted now; "
+                    "retry after the generation finishes"
+                )
+            entry.pinned = False
+            freed_gpu = entry.gpu_model is not None
+            self._drop(entry, "gpu", detail="evict() called")
+            self._drop(entry, "cpu", detail="evict() called")
+            self._drop(entry, "split", detail="evict() called")
+        release_memory(cuda=freed_gpu)
+
+    def close(self) -> None:
+        """Wait for prefetches, drop every expert and remove the temporary offload folder."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._prefetching.values())
+        for thread in threads:
+            thread.join(timeout=60)
+        with self._cond:
+            for entry in self._entries.values():
+                entry.pinned = False
+                for tier in ("gpu", "cpu", "split"):
+                    self._drop(entry, tier, detail="pool closed", record=False)
+                entry.skeletons.clear()
+        release_memory(cuda=self.gpu_budget > 0)
+        if self._own_offload and self.offload_dir is not None:
+            shutil.rmtree(self.offload_dir, ignore_errors=True)
+            self.offload_dir = None
+
+    def _drop(self, entry: _Entry, tier: str, *, detail: str = "", record: bool = True) -> int:
+        """Drop one copy of ``entry`` (``gpu``/``cpu``/``split``); caller holds the lock. Returns bytes freed."""
+        t0 = time.perf_counter()
+        if tier == "gpu" and entry.gpu_model is not None:
+            _to_meta(entry.gpu_model)
+            entry.gpu_model = None
+            to = "cpu" if entry.cpu_model is not None else "disk"
+            nbytes = entry.nbytes
+        elif tier == "cpu" and entry.cpu_model is not None:
+            _to_meta(entry.cpu_model)
+            entry.cpu_model = None
+            to, nbytes = "disk", entry.nbytes
+            if entry.gpu_model is not None:
+                to = "gpu"
+        elif tier == "split" and entry.split_model is not None:
+            tier = entry.tier
+            nbytes = entry.placement.bytes_per_tier["gpu"] + entry.placement.bytes_per_tier["cpu"]
+            entry.split_model = None
+            entry.placement = None
+            to = "disk"
+        else:
+            return 0
+        if record:
+            self._record(entry.spec.name, "evict", tier, to, nbytes, time.perf_counter() - t0, detail)
+        return nbytes
+
+    def _evictable(self, tier: str, exclude: _Entry) -> list[_Entry]:
+        out = [
+            e for e in self._entries.values()
+            if e is not exclude and not e.pinned and e.in_use == 0 and not e.loading
+            and ((tier == "gpu" and (e.gpu_model is not None or (e.split_model is not None and e.placement.bytes_per_tier["gpu"])))
+                 or (tier == "cpu" and (e.cpu_model is not None or (e.split_model is not None and e.placement.bytes_per_tier["cpu"]))))
+        ]
+        return sorted(out, key=lambda e: e.tick)
+
+    def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
+        """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
+        budget = self.gpu_budget if tier == "gpu" else self.cpu_budget
+        freed_gpu = False
+        while budget - self.tracked_bytes(tier) < need:
+            victims = self._evictable(tier, exclude)
+            if not victims:
+                return False
+            victim = victims[0]
+            if tier == "gpu":
+                freed_gpu = True
+                if victim.split_model is not None:
+                    self._drop(victim, "split", detail="LRU: making room on gpu")
+                else:
+                    self._demote_gpu(victim, exclude)
+            else:
+                kind = "split" if victim.split_model is not None else "cpu"
+                self._drop(victim, kind, detail="LRU: making room on cpu")
+        if freed_gpu:
+            release_memory(cuda=True)
+        return True
+
+    def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
+        """GPU -> CPU (free when a CPU copy exists, else a device->host copy if the CPU budget allows)."""
+        if victim.cpu_model is None and victim.nbytes <= self.cpu_budget and self._make_room("cpu", victim.nbytes, exclude):
+            t0 = time.perf_counter()
+            try:
+                state = {k: v.detach().to("cpu") for k, v in victim.gpu_model.state_dict().items()}
+                victim.cpu_model = self._materialise(victim, state, "cpu")
+                self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
+                             "LRU: demoted to the CPU tier")
+                _to_meta(victim.gpu_model)
+                victim.gpu_model = None
+                return
+            except Exception as exc:  # fall back to dropping
+                victim.cpu_model = None
+                self._record(victim.spec.name, "error", "gpu", "cpu", 0, 0.0, f"demotion failed, dropped: {exc}")
+        self._drop(victim, "gpu", detail="LRU: making room on gpu")
+
+    # -- preparing and loading --------------------------------------------------------------------
+
+    def _prepare(self, entry: _Entry) -> bool:
+        """Resolve the checkpoint, read config + tokenizer and build the skeleton once. True if this was a cold start."""
+        with entry.prep_lock:
+            if entry.prepared:
+                return False
+            spec = entry.spec
+            path = resolve_model_path(spec.model, expert=spec.name)
+            checkpoint = inspect_checkpoint(path, expert=spec.name)
+            from transformers import AutoConfig, AutoTokenizer
+
+            try:
+                config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            except Exception as exc:
+                raise ExpertError(f"expert {spec.name!r}: cannot read {path / 'config.json'}: {exc}. Fix: re-save the checkpoint") from exc
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+            except Exception:
+                tokenizer = None  # use() still works; generate() explains
+            skeleton = empty_model(config, self._dtype(entry, checkpoint))
+            from accelerate.utils import compute_module_sizes, get_max_layer_size
+
+            from workbench.placement import no_split_classes
+
+            sizes = compute_module_sizes(skeleton)
+            largest, _ = get_max_layer_size(list(skeleton.named_children()), sizes, no_split_classes(skeleton))
+            entry.checkpoint, entry.tokenizer = checkpoint, tokenizer
+            entry.skeletons["cpu"] = skeleton
+            entry.nbytes = int(sizes[""])
+            entry.largest_module_bytes = int(largest)
+            entry.config = config
+            return True
+
+    @staticmethod
+    def _dtype(entry: _Entry, checkpoint: Checkpoint | None = None):
+        wanted = torch_dtype(entry.spec.dtype)
+        if wanted is not None:
+            return wanted
+        checkpoint = checkpoint or entry.checkpoint
+        names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+        for dtype, _shape, _file in (checkpoint.tensors.values() if checkpoint else []):
+            if dtype in names:
+                return torch_dtype(names[dtype])
+        return None
+
+    def _skeleton(self, entry: _Entry, device: str):
+        skeleton = entry.skeletons.get(device)
+        if skeleton is None:
+            skeleton = empty_model(entry.config, self._dtype(entry))
+            if device != "cpu":
+                for module in skeleton.modules():
+                    for bname, buf in list(module._buffers.items()):
+                        if buf is not None:
+                            module._buffers[bname] = buf.to(device)
+            entry.skeletons[device] = skeleton
+        return skeleton
+
+    def _read_weights(self, entry: _Entry, device: str) -> dict:
+        from safetensors.torch import load_file
+
+        dtype = torch_dtype(entry.spec.dtype)
+        state: dict = {}
+        for file in entry.checkpoint.weight_files:
+            try:
+                try:
+                    part = load_file(file, device=device, backend="pread")  # eager read into fresh memory
+                except TypeError:  # older safetensors without the pread backend
+                    part = {k: v.clone() for k, v in load_file(file, device=device).items()}
+            except Exception as exc:
+                raise ExpertError(
+                    f"expert {entry.spec.name!r}: reading {file} failed: {exc}. Fix: re-save or re-download the checkpoint"
+                ) from exc
+            if dtype is not None:
+                part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
+            state.update(part)
+        return state
+
+    def _materialise(self, entry: _Entry, state: dict, device: str):
+        skeleton = self._skeleton(entry, device)
+        try:
+            result = skeleton.load_state_dict(state, assign=True, strict=False)
+            if result.missing_keys and hasattr(skeleton, "tie_weights"):
+                skeleton.tie_weights()
+            still_meta = [n for n, p in skeleton.named_parameters() if p.device.type == "meta"]
+            if still_meta:
+                raise ExpertError(
+                    f"expert {entry.spec.name!r}: the checkpoint in {entry.checkpoint.path} misses weights "
+                    f"{still_meta[:5]}{' ...' if len(still_meta) > 5 else ''}; it does not match its config.json. "
+                    "Fix: re-save the checkpoint with save_pretrained"
+                )
+            if result.unexpected_keys:
+                raise ExpertError(
+                    f"expert {entry.spec.name!r}: the checkpoint in {entry.checkpoint.path} has weights the model "
+                    f"does not expect: {result.unexpected_keys[:5]}. Fix: check config.json matches the weights"
+                )
+        except BaseException:
+            _to_meta(skeleton)
+            raise
+        skeleton.eval()
+        return skeleton
+
+    def _load_split(self, entry: _Entry, placement: Placement):
+        from transformers import AutoModelForCausalLM
+
+        folder = self._offload_root() / entry.spec.name
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                entry.checkpoint.path,
+                device_map=placement.device_map,
+                offload_folder=str(folder),
+                dtype=self._dtype(entry) or "auto",
+                trust_remote_code=entry.spec.trust_remote_code,
+            )
+        except Exception as exc:
+            raise ExpertError(
+                f"expert {entry.spec.name!r}: loading {entry.checkpoint.path} split as {placement.bytes_per_tier} "
+                f"failed: {exc}"
+            ) from exc
+        return model.eval()
+
+    def _load_full(self, entry: _Entry, device: str):
+        """Disk -> one device, fast path through safetensors (falls back to from_pretrained for .bin)."""
+        if entry.checkpoint.format != "safetensors":
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(
+                entry.checkpoint.path, device_map={"": device}, dtype=self._dtype(entry) or "auto",
+                trust_remote_code=entry.spec.trust_remote_code,
+            )
+            return model.eval()
+        return self._materialise(entry, self._read_weights(entry, device), device)
+
+    # -- switching in ---------------------------------------------------------------------------
+
+    def _decide(self, entry: _Entry, *, prefetch: bool) -> tuple[str, list[str], Placement | None]:
+        """Under the lock: where is it, what to do. Returns (tier_found, steps, placement); reserves bytes."""
+        use_gpu = self.gpu_budget > 0 and not prefetch
+        if entry.gpu_model is not None:
+            return "gpu", [], None
+        if entry.split_model is not None:
+            return ("disk" if entry.placement.bytes_per_tier["disk"] else "cpu"), [], None
+        found = "cpu" if entry.cpu_model is not None else "disk"
+        if use_gpu and entry.nbytes <= self.gpu_budget and self._make_room("gpu", entry.nbytes, entry):
+            entry.reserved["gpu"] += entry.nbytes
+            if entry.cpu_model is not None:
+                return found, ["cpu->gpu"], None
+            if entry.nbytes <= self.cpu_budget and self._make_room("cpu", entry.nbytes, entry):
+                entry.reserved["cpu"] += entry.nbytes
+                return found, ["disk->cpu", "cpu->gpu"], None
+            return found, ["disk->gpu"], None
+        if entry.cpu_model is not None:
+            return "cpu", [], None
+        if prefetch and entry.nbytes > self.cpu_budget - self.tracked_bytes("cpu") and not self._evictable("cpu", entry):
+            return "disk", ["skip"], None
+        if entry.nbytes <= self.cpu_budget and self._make_room("cpu", entry.nbytes, entry):
+            entry.reserved["cpu"] += entry.nbytes
+            return "disk", ["disk->cpu"], None
+        if prefetch:
+            return "disk", ["skip"], None
+        # larger than the tier budget (or room blocked by pinned/in-use experts): split
+        self._make_room("cpu", min(entry.nbytes, 2 * entry.largest_module_bytes), entry)
+        gpu_left = max(0, self.gpu_budget - self.tracked_bytes("gpu")) if use_gpu else 0
+        cpu_left = max(0, self.cpu_budget - self.tracked_bytes("cpu"))
+        blockers = [e.spec.name for e in self._entries.values() if e is not entry and (e.pinned or e.in_use) and e.bytes_on("cpu")]
+        try:
+            placement = plan_placement(
+                self._skeleton(entry, "cpu"), gpu_bytes=gpu_left, cpu_bytes=cpu_left,
+                offload_dir=self._offload_root(), dtype=self._dtype(entry),
+            )
+        except PlacementError as exc:
+            held = f" (held by pinned/in-use experts: {', '.join(blockers)})" if blockers else ""
+            raise PlacementError(f"expert {entry.spec.name!r}: {exc}; budget left: CPU {format_bytes(cpu_left)}{held}") from None
+        entry.reserved["gpu"] += placement.bytes_per_tier["gpu"]
+        entry.reserved["cpu"] += placement.bytes_per_tier["cpu"]
+        return "disk", ["split"], placement
+
+    def _switch_in(self, name: str, *, prefetch: bool = False) -> LoadedExpert | None:
+        """Make ``name`` runnable and hold it (in_use + 1). The caller must :meth:`_release` it."""
+        t0 = time.perf_counter()
+        entry = self._entry(name)
+        with self._lock:
+            if self._closed:
+                raise ExpertError("the pool is closed; create a new ExpertPool")
+            entry.in_use += 1
+        try:
+            cold = self._prepare(entry)
+            with self._cond:
+                while entry.loading:
+                    self._cond.wait()
+                found, steps, placement = self._decide(entry, prefetch=prefetch)
+                if steps == ["skip"]:
+                    self._record(name, "prefetch", "disk", "disk", 0, time.perf_counter() - t0, "skipped: no room without evicting in-use/pinned experts")
+                    self._release(entry)
+                    return None
+                if steps:
+                    entry.loading = True
+        except BaseException as exc:
+            with self._cond:
+                entry.in_use -= 1
+                self._cond.notify_all()
+            self._record(name, "error", "disk", "disk", 0, time.perf_counter() - t0, str(exc))
+            raise
+        if cold:
+            found = "cold"
+        action = "prefetch" if prefetch else "load"
+        try:
+            for step in steps:
+                s0 = time.perf_counter()
+                if step == "disk->cpu":
+                    model = self._load_full(entry, "cpu")
+                    with self._lock:
+                        entry.cpu_model, entry.reserved["cpu"] = model, entry.reserved["cpu"] - entry.nbytes
+                    self._record(name, action, "disk", "cpu", entry.nbytes, time.perf_counter() - s0, "cold start" if cold else "")
+                elif step == "cpu->gpu":
+                    state = {k: v.detach().to("cuda", non_blocking=True) for k, v in entry.cpu_model.state_dict().items()}
+                    import torch
+
+                    torch.cuda.synchronize()
+                    model = self._materialise(entry, state, "cuda")
+                    with self._lock:
+                        entry.gpu_model, entry.reserved["gpu"] = model, entry.reserved["gpu"] - entry.nbytes
+                    self._record(name, "switch", "cpu", "gpu", entry.nbytes, time.perf_counter() - s0, "host->device copy")
+                elif step == "disk->gpu":
+                    model = self._load_full(entry, "cuda")
+                    with self._lock:
+                        entry.gpu_model, entry.reserved["gpu"] = model, entry.reserved["gpu"] - entry.nbytes
+                    self._record(name, action, "disk", "gpu", entry.nbytes, time.perf_counter() - s0, "cold start" if cold else "")
+                elif step == "split":
+                    model = self._load_split(entry, placement)
+                    with self._lock:
+                        entry.split_model, entry.placement = model, placement
+                        entry.reserved["gpu"] -= placement.bytes_per_tier["gpu"]
+                        entry.reserved["cpu"] -= placement.bytes_per_tier["cpu"]
+                    self._record(name, action, "disk", entry.tier, placement.total_bytes, time.perf_counter() - s0,
+                                 f"split by plan_placement: { {k: v for k, v in placement.bytes_per_tier.items() if v} }")
+        except BaseException as exc:
+            with self._cond:
+                entry.reserved = {"gpu": 0, "cpu": 0}
+                entry.loading = False
+                entry.in_use -= 1
+                self._cond.notify_all()
+            self._record(name, "error", "disk", "disk", 0, time.perf_counter() - t0, str(exc))
+            release_memory(cuda=self.gpu_budget > 0)
+            raise
+        with self._cond:
+            entry.loading = False
+            self._tick += 1
+            entry.tick, entry.last_used = self._tick, time.time()
+            self._cond.notify_all()
+            switch_s = time.perf_counter() - t0
+            if not steps:
+                self._record(name, "switch", found, entry.tier, 0, switch_s, "hit")
+            model, device = self._model_of(entry)
+            return LoadedExpert(name, model, entry.tokenizer, entry.spec, found, switch_s, device, entry.tier)
+
+    @staticmethod
+    def _model_of(entry: _Entry) -> tuple[Any, str]:
+        if entry.gpu_model is not None:
+            return entry.gpu_model, "cuda"
+        if entry.cpu_model is not None:
+            return entry.cpu_model, "cpu"
+        placement = entry.placement
+        return entry.split_model, ("cuda" if placement is not None and placement.bytes_per_tier["gpu"] else "cpu")
+
+    def _release(self, entry: _Entry) -> None:
+        with self._cond:
+            entry.in_use = max(0, entry.in_use - 1)
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[LoadedExpert]:
+        """Switch ``name`` in (loading it if needed) and hold it, not evictable, inside the ``with`` block.
+
+        Examples
+        --------
+        >>> with pool.use("math") as expert:                     # doctest: +SKIP
+        ...     out = expert.model.generate(**expert.tokenizer("hi", return_tensors="pt"))
+        """
+        loaded = self._switch_in(name)
+        try:
+            yield loaded
+        finally:
+            self._release(self._entries[name])
+
+    def prefetch(self, name: str) -> None:
+        """Load ``name`` into the CPU tier in a background thread (no-op if resident, already prefetching,
+        or the pool was built with ``prefetch=False``). Never evicts pinned or in-use experts."""
+        entry = self._entry(name)
+        with self._lock:
+            if not self.prefetch_enabled or self._closed or name in self._prefetching:
+                return
+            if entry.gpu_model is not None or entry.cpu_model is not None or entry.split_model is not None:
+                return
+
+            def work() -> None:
+                try:
+                    loaded = self._switch_in(name, prefetch=True)
+                    if loaded is not None:
+                        self._release(entry)
+                except Exception:  # recorded as an error event already
+                    pass
+                finally:
+                    with self._lock:
+                        self._prefetching.pop(name, None)
+
+            thread = threading.Thread(target=work, name=f"prefetch-{name}", daemon=True)
+            self._prefetching[name] = thread
+        thread.start()
+
+    def wait_prefetch(self, timeout: float | None = None) -> None:
+        """Block until running prefetches finish (handy in tests and benchmarks)."""
+        with self._lock:
+            threads = list(self._prefetching.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def _encode(self, loaded: LoadedExpert, prompt: str | list[dict]):
+        tokenizer = loaded.tokenizer
+        if tokenizer is None:
+            raise ExpertError(
+                f"expert {loaded.name!r}: no tokenizer found in {loaded.spec.model}; save one there with "
+                "tokenizer.save_pretrained(folder)"
+            )
+        use_template = loaded.spec.chat_template
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_template is None:
+            use_template = has_template
+        if use_template and not has_template:
+            raise ExpertError(f"expert {loaded.name!r}: chat_template=True but its tokenizer has no chat template")
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
+            messages = prompt
+        else:
+            raise ExpertError(f"prompt must be a string or a list of {{'role', 'content'}} dicts, got {type(prompt).__name__}")
+        if use_template:
+            enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        else:
+            text = prompt if isinstance(prompt, str) else "\n".join(str(m["content"]) for m in messages)
+            enc = tokenizer(text, return_tensors="pt")
+        return {k: v.to(loaded.device) for k, v in dict(enc).items() if k in ("input_ids", "attention_mask")}
+
+    def _gen_kwargs(self, loaded: LoadedExpert, max_new_tokens: int | None, gen: dict) -> dict:
+        kwargs = {"max_new_tokens": 64, "do_sample": False}
+        kwargs.update(loaded.spec.generation)
+        kwargs.update(gen)
+        if max_new_tokens is not None:
+            kwargs["max_new_tokens"] = int(max_new_tokens)
+        if not kwargs.get("do_sample"):
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.pop(key, None)
+        tokenizer = loaded.tokenizer
+        if "pad_token_id" not in kwargs and tokenizer is not None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+        return kwargs
+
+    def _run_generate(self, loaded: LoadedExpert, prompt, max_new_tokens, streamer, gen) -> Generation:
+        import torch
+
+        inputs = self._encode(loaded, prompt)
+        kwargs = self._gen_kwargs(loaded, max_new_tokens, gen)
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = loaded.model.generate(**inputs, streamer=streamer, **kwargs)
+        except Exception as exc:
+            raise ExpertError(f"expert {loaded.name!r}: generate failed: {exc}") from exc
+        seconds = time.perf_counter() - t0
+        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+        text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(text, len(new), seconds, len(new) / seconds if seconds > 0 else 0.0,
+                          loaded.tier_found, loaded.switch_s, loaded.name, new)
+
+    def generate(self, name: str, prompt: str | list[dict], *, max_new_tokens: int | None = None, streamer: Any = None, **gen: Any) -> Generation:
+        """Switch ``name`` in and generate (greedy unless the spec or ``gen`` say otherwise).
+
+        Parameters
+        ----------
+        name : str
+            Expert name.
+        prompt : str or list of dict
+            Text, or chat messages; the chat template is applied when the spec asks for it (or,
+            with ``chat_template=None``, when the tokenizer has one).
+        max_new_tokens : int, optional
+            Overrides the spec's default (64 when unset).
+        streamer : transformers streamer, optional
+        **gen
+            Other ``generate`` arguments.
+
+        Returns
+        -------
+        Generation
+        """
+        with self.use(name) as loaded:
+            return self._run_generate(loaded, prompt, max_new_tokens, streamer, gen)
+
+    def stream(self, name: str, prompt: str | list[dict], **gen: Any) -> GenerationStream:
+        """Yield text chunks as they are generated (``TextIteratorStreamer`` in a thread).
+
+        The returned :class:`GenerationStream` is an iterator of strings; after it is exhausted its
+        ``.generation`` holds the final :class:`Generation`.
+        """
+        from transformers import TextIteratorStreamer
+
+        stream = GenerationStream()
+        loaded = self._switch_in(name)  # hold it now; errors surface here, in the caller's thread
+        entry = self._entries[name]
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True) if loaded.tokenizer else None
+        max_new_tokens = gen.pop("max_new_tokens", None)
+
+        def work() -> None:
+            try:
+                stream.generation = self._run_generate(loaded, prompt, max_new_tokens, streamer, gen)
+            except BaseException as exc:
+                stream.error = exc
+                if streamer is not None:
+                    streamer.end()
+            finally:
+                self._release(entry)
+
+        def pump() -> None:
+            thread = threading.Thread(target=work, name=f"generate-{name}", daemon=True)
+            thread.start()
+            try:
+                if streamer is not None:
+                    for chunk in streamer:
+                        if chunk:
+                            stream._queue.put(("text", chunk))
+            finally:
+                thread.join()
+                if stream.error is not None:
+                    stream._queue.put(("error", stream.error))
+                stream._queue.put(("end", None))
+
+        threading.Thread(target=pump, name=f"stream-{name}", daemon=True).start()
+        return stream

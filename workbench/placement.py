@@ -1,0 +1,416 @@
+"""Plan where an expert's modules live (GPU / CPU / disk) before loading anything.
+
+This is the *plan* half of accelerate's plan/do split: :func:`plan_placement` builds the model on
+the meta device (``init_empty_weights``), measures its modules and asks
+``accelerate.infer_auto_device_map`` for a device map under byte budgets. It allocates no weights,
+so it is cheap and testable on CPU. :class:`workbench.experts.ExpertPool` does the loading.
+
+Also here: :func:`parse_size` (``"20GiB"`` -> bytes) and the checkpoint helpers the pool uses to
+resolve a model id to files and to validate safetensors files before reading them.
+
+Examples
+--------
+>>> parse_size("1.5KiB")
+1536
+>>> parse_size("512MB")
+512000000
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ExpertError, PlacementError
+
+TIERS = ("gpu", "cpu", "disk")
+
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | float | str) -> int:
+    """Convert a memory size to bytes.
+
+    Parameters
+    ----------
+    value : int, float or str
+        Bytes as a number, or a string with a unit: ``"20GiB"``, ``"512MB"``, ``"1.5 KiB"``, ``"300k"``
+        (single letters are binary: ``k`` = KiB). Underscores are allowed (``"1_000"``).
+
+    Returns
+    -------
+    int
+        Number of bytes (>= 0).
+
+    Raises
+    ------
+    PlacementError
+        For negative, non-numeric values or unknown units.
+
+    Examples
+    --------
+    >>> parse_size(1_000), parse_size("2GiB"), parse_size("3 kb")
+    (1000, 2147483648, 3000)
+    """
+    if isinstance(value, bool):
+        raise PlacementError(f"memory size {value!r} is a bool; give bytes (int) or a string like '4GiB'")
+    if isinstance(value, (int, float)):
+        if value != value or value < 0:  # NaN or negative
+            raise PlacementError(f"memory size {value!r} must be a non-negative number of bytes")
+        return int(value)
+    if not isinstance(value, str):
+        raise PlacementError(
+            f"memory size {value!r} has type {type(value).__name__}; give bytes (int) or a string like '4GiB'"
+        )
+    match = _SIZE_RE.match(value.replace("_", ""))
+    if not match:
+        raise PlacementError(
+            f"cannot parse memory size {value!r}; use a number with an optional unit such as "
+            "'512MB', '20GiB', '1.5 TiB' or plain bytes"
+        )
+    number, unit = match.groups()
+    unit_key = unit.lower()
+    if unit_key not in _UNITS:
+        raise PlacementError(
+            f"unknown unit {unit!r} in memory size {value!r}; use one of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+        )
+    return int(float(number) * _UNITS[unit_key])
+
+
+def format_bytes(n: int | float) -> str:
+    """Human-readable bytes: ``format_bytes(1536) == '1.5 KiB'``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+@dataclass
+class Checkpoint:
+    """A resolved checkpoint folder and its weight files."""
+
+    path: Path
+    weight_files: list[Path]          # safetensors shards, in order; empty when only .bin exists
+    format: str                       # "safetensors" or "bin"
+    tensors: dict[str, tuple[str, list[int], Path]] = field(default_factory=dict)  # name -> (dtype, shape, file)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.weight_files)
+
+
+def resolve_model_path(model: str | os.PathLike, *, expert: str = "?") -> Path:
+    """A local checkpoint folder for ``model`` (a folder, or a Hugging Face id already in the local cache)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ExpertError(
+            f"expert {expert!r}: model path {str(path)!r} is a file, not a checkpoint folder; "
+            "point ExpertSpec.model at the folder holding config.json and the safetensors files"
+        )
+    text = str(model)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(text, local_files_only=True))
+        except Exception:
+            pass
+        raise ExpertError(
+            f"expert {expert!r}: model {text!r} is neither a local folder nor in the local Hugging Face cache "
+            "(the workbench runs offline). Fix: pass the path of a local checkpoint folder, or download it "
+            f"beforehand with `huggingface-cli download {text}`"
+        )
+    raise ExpertError(
+        f"expert {expert!r}: model path {str(path)!r} does not exist. Fix: check ExpertSpec.model "
+        "(a checkpoint folder with config.json and *.safetensors, or a Hugging Face id in the local cache)"
+    )
+
+
+def read_safetensors_header(file: Path, *, expert: str = "?") -> dict[str, Any]:
+    """Read and validate a safetensors header; raise :class:`ExpertError` if the file is truncated or corrupt."""
+    fix = "re-save or re-download the checkpoint (the file is truncated or not a safetensors file)"
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ExpertError(f"expert {expert!r}: {file} is only {size} bytes, too short for a safetensors header; {fix}")
+            header_len = int.from_bytes(raw, "little")
+            if header_len <= 0 or header_len > min(size - 8, 100_000_000):
+                raise ExpertError(
+                    f"expert {expert!r}: {file} declares a {header_len}-byte header but holds {size} bytes; {fix}"
+                )
+            header = json.loads(fh.read(header_len))
+    except ExpertError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ExpertError(f"expert {expert!r}: cannot read safetensors header of {file}: {exc}; {fix}") from exc
+    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + data_end > size:
+        raise ExpertError(
+            f"expert {expert!r}: {file} is truncated: its header needs {8 + header_len + data_end} bytes but the "
+            f"file holds {size}; {fix}"
+        )
+    return header
+
+
+def inspect_checkpoint(path: Path, *, expert: str = "?", validate: bool = True) -> Checkpoint:
+    """Find the weight files of a checkpoint folder and (optionally) validate their headers."""
+    if not (path / "config.json").is_file():
+        raise ExpertError(
+            f"expert {expert!r}: {path} has no config.json, so it is not a Hugging Face checkpoint folder. "
+            "Fix: point ExpertSpec.model at the folder written by save_pretrained"
+        )
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise ExpertError(f"expert {expert!r}: {index} is not a valid safetensors index ({exc}); re-save the checkpoint") from exc
+        files = [path / f for f in dict.fromkeys(weight_map.values())]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    if not files:
+        if list(path.glob("pytorch_model*.bin")):
+            return Checkpoint(path, [], "bin")
+        raise ExpertError(
+            f"expert {expert!r}: no *.safetensors weights in {path}. Fix: save the model with "
+            "model.save_pretrained(folder, safe_serialization=True)"
+        )
+    ckpt = Checkpoint(path, files, "safetensors")
+    for f in files:
+        if not f.is_file():
+            raise ExpertError(f"expert {expert!r}: weight file {f} listed by the index is missing; re-download the checkpoint")
+        if validate:
+            header = read_safetensors_header(f, expert=expert)
+            for name, meta in header.items():
+                if name != "__metadata__":
+                    ckpt.tensors[name] = (meta["dtype"], meta["shape"], f)
+    return ckpt
+
+
+# ----------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass
+class Placement:
+    """Where each module of an expert goes, and the bytes that puts on each tier.
+
+    Attributes
+    ----------
+    device_map : dict
+        accelerate device map: module name -> ``0``/``"cuda:0"`` (GPU), ``"cpu"`` or ``"disk"``.
+        ``{"": "cpu"}`` means the whole model on one tier.
+    bytes_per_tier : dict
+        ``{"gpu": int, "cpu": int, "disk": int}``.
+    modules_per_tier : dict
+        ``{"gpu": [...], "cpu": [...], "disk": [...]}`` module names from the device map.
+    largest_module_bytes : int
+        The largest layer that can't be split (a decoder layer, or a leaf such as the embedding):
+        what must fit in memory at once to run the model.
+    largest_module : str
+        Its name.
+    total_bytes : int
+        Size of the whole model at the planned dtype.
+    """
+
+    device_map: dict[str, Any]
+    bytes_per_tier: dict[str, int]
+    modules_per_tier: dict[str, list[str]]
+    largest_module_bytes: int
+    largest_module: str = ""
+    total_bytes: int = 0
+
+    @property
+    def tiers(self) -> list[str]:
+        """Tiers that hold at least one module, fastest first."""
+        return [t for t in TIERS if self.modules_per_tier.get(t)]
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.tiers) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_map": {k: v for k, v in self.device_map.items()},
+            "bytes_per_tier": dict(self.bytes_per_tier),
+            "modules_per_tier": {k: list(v) for k, v in self.modules_per_tier.items()},
+            "largest_module_bytes": self.largest_module_bytes,
+            "largest_module": self.largest_module,
+            "total_bytes": self.total_bytes,
+        }
+
+
+def _tier_of(device: Any) -> str:
+    if device == "disk":
+        return "disk"
+    if device == "cpu":
+        return "cpu"
+    return "gpu"  # int index, "cuda", "cuda:0"
+
+
+def torch_dtype(dtype: Any):
+    """``"auto"``/``None`` -> ``None``; ``"bfloat16"``/``"bf16"``/torch dtype -> torch dtype."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    name = aliases.get(str(dtype).lower().replace("torch.", ""), str(dtype).lower().replace("torch.", ""))
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ExpertError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
+    return value
+
+
+def empty_model(config: Any, dtype: Any = None):
+    """A model skeleton on the meta device (no weights allocated) for a transformers config."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch_dtype(dtype) or torch_dtype(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    model.eval()
+    return model
+
+
+def no_split_classes(model: Any) -> list[str]:
+    """The model's own no-split module classes (``_no_split_modules``), as a list."""
+    classes = getattr(model, "_no_split_modules", None) or []
+    return sorted(classes) if isinstance(classes, (set, frozenset)) else list(classes)
+
+
+def plan_placement(
+    model: Any,
+    *,
+    gpu_bytes: int | str = 0,
+    cpu_bytes: int | str,
+    offload_dir: str | os.PathLike | None = None,
+    dtype: Any = "auto",
+    gpu_device: int | str = 0,
+) -> Placement:
+    """Plan an expert's placement under byte budgets, without allocating its weights.
+
+    Pure: builds the model on the meta device (``init_empty_weights``) and calls
+    ``accelerate.infer_auto_device_map`` with the model's own no-split classes. Modules fill the GPU
+    budget first, then CPU, then the disk offload folder.
+
+    Parameters
+    ----------
+    model : str, Path, PretrainedConfig or PreTrainedModel
+        A checkpoint folder (or Hub id in the local cache), a config, or a model (meta or real).
+    gpu_bytes, cpu_bytes : int or str
+        Budgets (``parse_size`` accepts ``"2GiB"``). ``gpu_bytes=0`` plans without a GPU.
+    offload_dir : path, optional
+        Disk offload folder. Without it, a model that does not fit in GPU + CPU is an error.
+    dtype : str or torch.dtype
+        Planned weight dtype (``"auto"``: the checkpoint's).
+
+    Returns
+    -------
+    Placement
+
+    Raises
+    ------
+    PlacementError
+        When the memory budget of the device that runs the model is smaller than the largest
+        module, or the model doesn't fit in memory and no ``offload_dir`` was given. The message
+        names the module, its size and the budget to set.
+
+    Examples
+    --------
+    >>> plan = plan_placement("ckpt/", cpu_bytes="2MiB", offload_dir="offload/")   # doctest: +SKIP
+    >>> plan.bytes_per_tier                                                         # doctest: +SKIP
+    {'gpu': 0, 'cpu': 1900544, 'disk': 5242880}
+    """
+    from accelerate.utils import compute_module_sizes, get_max_layer_size, infer_auto_device_map
+
+    gpu_bytes = parse_size(gpu_bytes)
+    cpu_bytes = parse_size(cpu_bytes)
+    meta = _as_meta_model(model, dtype)
+    planned_dtype = torch_dtype(dtype)
+    sizes = compute_module_sizes(meta, dtype=planned_dtype)
+    total = int(sizes[""])
+    no_split = no_split_classes(meta)
+    largest, largest_names = get_max_layer_size(list(meta.named_children()), sizes, no_split)
+    largest = int(largest)
+    largest_name = largest_names[0] if largest_names else ""
+    run_tier, run_budget = ("gpu", gpu_bytes) if gpu_bytes > 0 else ("cpu", cpu_bytes)
+    if total > gpu_bytes + cpu_bytes or run_budget < total:
+        if run_budget < largest:
+            need = "gpu_memory" if run_tier == "gpu" else "cpu_memory"
+            raise PlacementError(
+                f"the {run_tier.upper()} budget {format_bytes(run_budget)} is smaller than the largest module "
+                f"{largest_name!r} ({format_bytes(largest)}), which must fit in memory to run the model "
+                f"({format_bytes(total)} in all). Fix: raise {need} to at least {format_bytes(largest)} "
+                "(or free budget held by pinned/in-use experts)"
+            )
+    if total > gpu_bytes + cpu_bytes and offload_dir is None:
+        raise PlacementError(
+            f"the model needs {format_bytes(total)} but the budgets hold only {format_bytes(gpu_bytes + cpu_bytes)} "
+            f"(GPU {format_bytes(gpu_bytes)} + CPU {format_bytes(cpu_bytes)}) and no offload_dir was given. "
+            "Fix: pass offload_dir=<folder> to offload the rest to disk, or raise the budgets"
+        )
+    max_memory: dict[Any, int] = {}
+    if gpu_bytes > 0:
+        max_memory[gpu_device] = gpu_bytes
+    max_memory["cpu"] = cpu_bytes
+    if offload_dir is not None:
+        max_memory["disk"] = 2**62
+    if total <= (gpu_bytes if gpu_bytes > 0 else cpu_bytes):
+        device_map: dict[str, Any] = {"": gpu_device if gpu_bytes > 0 else "cpu"}
+    else:
+        device_map = dict(
+            infer_auto_device_map(meta, max_memory=max_memory, no_split_module_classes=no_split, dtype=planned_dtype)
+        )
+    bytes_per_tier = {t: 0 for t in TIERS}
+    modules_per_tier: dict[str, list[str]] = {t: [] for t in TIERS}
+    for name, device in device_map.items():
+        tier = _tier_of(device)
+        bytes_per_tier[tier] += int(sizes[name])
+        modules_per_tier[tier].append(name)
+    if modules_per_tier["disk"] and offload_dir is None:  # pragma: no cover - guarded above
+        raise PlacementError("the plan needs disk offload but no offload_dir was given; pass offload_dir=<folder>")
+    return Placement(device_map, bytes_per_tier, modules_per_tier, largest, largest_name, total)
+
+
+def _as_meta_model(model: Any, dtype: Any):
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(model, PretrainedConfig):
+        return empty_model(model, dtype)
+    if hasattr(model, "named_children") and hasattr(model, "config"):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = resolve_model_path(model)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except Exception as exc:
+            raise ExpertError(f"cannot read the config of {path}: {exc}. Fix: check config.json") from exc
+        return empty_model(config, dtype)
+    raise PlacementError(
+        f"plan_placement needs a checkpoint path, a transformers config or a model, not {type(model).__name__}"
+    )
