@@ -1,0 +1,656 @@
+"""The mapping editor: edit the category -> expert table with live metrics and the Pareto frontier.
+
+:class:`MappingEditorModel` holds all the state and logic (tests drive it directly);
+:class:`MappingEditorPanel` is a thin Panel view over it (a ``Tabulator`` with list editors, the
+metrics, the frontier figure with the current map as a marker, optimise / undo / redo / load /
+save), and :func:`mapping_editor_widget` is the ipywidgets version for notebooks.
+
+Every model owns **its own copy** of the map, so two browser sessions (two models built from one
+bundle) never see each other's unsaved edits. Every edit is autosaved atomically (a temp file, then
+a rename) to :attr:`MappingEditorModel.autosave_path`, so a crash never leaves a broken or
+half-written map.
+
+Examples
+--------
+>>> from workbench.ui.mapping_editor import MappingEditorModel      # doctest: +SKIP
+>>> editor = MappingEditorModel.from_bundle(bundle)                  # doctest: +SKIP
+>>> editor.set_expert("math", "math-expert"); editor.metrics.expected_score   # doctest: +SKIP
+>>> editor.optimise(budget_b=0.5, locked=["code"]); editor.undo()   # doctest: +SKIP
+>>> editor.save("my_map.yaml")                                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import html
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import param
+
+from workbench.errors import MappingError
+
+__all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget"]
+
+#: CSS classes of the editor's parts (stable names for browser tests)
+CSS = {
+    "root": "coe-mapping-editor",
+    "table": "coe-mapping-table",
+    "metrics": "coe-metrics",
+    "frontier": "coe-frontier-plot",
+    "budget": "coe-budget-input",
+    "optimise": "coe-optimise-button",
+    "undo": "coe-undo-button",
+    "redo": "coe-redo-button",
+    "path": "coe-mapping-path",
+    "save": "coe-save-button",
+    "load": "coe-load-button",
+    "status": "coe-mapping-status",
+}
+
+
+def _default_autosave_path() -> Path:
+    from workbench._paths import cache_dir
+
+    return cache_dir("sessions") / f"mapping-{uuid.uuid4().hex[:12]}.json"
+
+
+class MappingEditorModel(param.Parameterized):
+    """State and logic of the mapping editor: a private copy of a map, edits, metrics, frontier.
+
+    Parameters
+    ----------
+    mapping : CategoryExpertMap
+        The starting map; the model edits a **copy** (the caller's object never changes).
+    scores : ExpertScores or pandas.DataFrame
+        Per-prompt scores (or a category-means table) the metrics and the optimiser use.
+    registry : ModelRegistry
+        Parameter counts of the experts.
+    weights : mapping category -> weight, optional
+        Category frequencies; default the scores' category shares.
+    autosave_path : str or Path, optional
+        Where every edit is saved atomically (JSON). Default: a new file per model under
+        ``cache_dir("sessions")``. ``autosave=False`` turns autosaving off.
+    autosave : bool
+        Save after every change (default True).
+
+    Attributes
+    ----------
+    mapping : CategoryExpertMap
+        The model's own map (read it; change it through the model's methods).
+    version : int
+        Increases on every change; views watch it.
+
+    Examples
+    --------
+    >>> editor = MappingEditorModel(mapping, scores, registry)        # doctest: +SKIP
+    >>> editor.set_expert("law", "big"); editor.undo(); editor.redo()  # doctest: +SKIP
+    """
+
+    budget_b = param.Number(default=None, allow_None=True, bounds=(0, None),
+                            doc="Budget on average active parameters (billions) for optimise().")
+    locked = param.List(default=[], item_type=str,
+                        doc="Categories optimise() keeps as they are.")
+    version = param.Integer(default=0, doc="Bumped on every change of the map or the locks.")
+    status = param.String(default="", doc="The last message for the user (errors included).")
+
+    def __init__(self, mapping: Any, scores: Any, registry: Any, *,
+                 weights: Mapping[str, float] | None = None,
+                 autosave_path: str | os.PathLike | None = None, autosave: bool = True,
+                 **params: Any) -> None:
+        from workbench.mapping import CategoryExpertMap
+
+        if not isinstance(mapping, CategoryExpertMap):
+            raise MappingError(f"MappingEditorModel needs a CategoryExpertMap, got "
+                               f"{type(mapping).__name__}; load one with CategoryExpertMap.load(path)")
+        super().__init__(**params)
+        self._map = mapping.copy()  # each model owns its map: sessions never share edits
+        self._scores = scores
+        self._registry = registry
+        self._weights = dict(weights) if weights is not None else None
+        self._undo: list[list[Any]] = []
+        self._redo: list[list[Any]] = []
+        self._frontier_cache: dict[Any, list[Any]] = {}
+        self._baselines: dict[str, Any] | None = None
+        self._metrics_cache: tuple[int, Any] | None = None
+        self.autosave = bool(autosave)
+        self.autosave_path: Path | None = (Path(autosave_path) if autosave_path is not None
+                                           else (_default_autosave_path() if autosave else None))
+        self._check_experts(self._map.experts_used, context="the starting map")
+        if self.budget_b is None:
+            self.budget_b = round(self.metrics.average_active_params_b, 6)
+        self._autosave()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_bundle(cls, bundle: Any, autosave_path: str | os.PathLike | None = None,
+                    **kwargs: Any) -> MappingEditorModel:
+        """An editor over ``bundle.mapping`` with ``bundle.scores`` and ``bundle.registry``."""
+        missing = [a for a in ("mapping", "scores", "registry") if getattr(bundle, a, None) is None]
+        if missing:
+            raise MappingError(f"the bundle has no {', '.join(missing)}; build it with "
+                               "workbench.demo.build_demo_bundle() or pass them to "
+                               "MappingEditorModel(mapping, scores, registry)")
+        return cls(bundle.mapping, bundle.scores, bundle.registry, autosave_path=autosave_path,
+                   **kwargs)
+
+    # ------------------------------------------------------------------ read access
+    @property
+    def mapping(self) -> Any:
+        """The model's own :class:`CategoryExpertMap` (change it through the model)."""
+        return self._map
+
+    @property
+    def categories(self) -> list[str]:
+        """Rows of the table: the real categories, then the fallback category."""
+        return [*self._map.categories, self._map.fallback_category]
+
+    @property
+    def experts(self) -> list[str]:
+        """Experts a row may use: scored experts that the registry knows."""
+        if hasattr(self._scores, "experts"):
+            scored = list(self._scores.experts)
+        else:
+            scored = [str(c) for c in self._scores.columns]
+        known = self._map.known_experts
+        out = [e for e in scored if e in self._registry and (known is None or e in known)]
+        for e in self._map.experts_used:  # always offer what the map already uses
+            if e not in out:
+                out.append(e)
+        return out
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def metrics(self) -> Any:
+        """:class:`~workbench.mapping.MapMetrics` of the current map (cached per version)."""
+        if self._metrics_cache is None or self._metrics_cache[0] != self.version:
+            m = self._map.metrics(self._scores, self._registry, self._weights)
+            self._metrics_cache = (self.version, m)
+        return self._metrics_cache[1]
+
+    @property
+    def current_marker(self) -> tuple[float, float]:
+        """(average active params in billions, expected score) of the current map."""
+        m = self.metrics
+        return (m.average_active_params_b, m.expected_score)
+
+    def _locked_map(self) -> dict[str, str]:
+        return {c: self._map.expert_for(c) for c in self.locked
+                if c != self._map.fallback_category}
+
+    @property
+    def frontier(self) -> list[Any]:
+        """The exact Pareto frontier (every breakpoint) given the locked rows and fallback."""
+        from workbench.mapping import pareto_frontier
+
+        locked = self._locked_map()
+        key = (tuple(sorted(locked.items())), self._map.fallback_expert)
+        if key not in self._frontier_cache:
+            self._frontier_cache[key] = pareto_frontier(
+                self._scores, self._weights, self._registry, locked=locked or None,
+                fallback_expert=self._map.fallback_expert)
+        return self._frontier_cache[key]
+
+    @property
+    def baselines(self) -> dict[str, Any]:
+        """Each expert alone, as frontier points (the monolithic baselines)."""
+        if self._baselines is None:
+            from workbench.mapping import monolithic_baselines
+
+            self._baselines = monolithic_baselines(self._scores, self._weights, self._registry)
+        return self._baselines
+
+    def metrics_dict(self) -> dict[str, float]:
+        """``expected_score``, ``average_active_params_b``, ``resident_params_b``, ``n_experts``."""
+        m = self.metrics
+        return {"expected_score": m.expected_score,
+                "average_active_params_b": m.average_active_params_b,
+                "resident_params_b": m.resident_params_b, "n_experts": m.n_experts}
+
+    def table(self) -> Any:
+        """The editable table: ``category, expert, locked, weight, score, active_params_b``.
+
+        Categories are HTML-escaped (``category`` is display text); ``expert`` holds raw names
+        (the list editor's values).
+        """
+        import pandas as pd
+
+        per = self.metrics.per_category.set_index("category")
+        rows = []
+        for c in self.categories:
+            e = self._map.expert_for(c)
+            has = c in per.index
+            rows.append({
+                "category": html.escape(c),
+                "expert": e,
+                "locked": c in self.locked,
+                "weight": float(per.at[c, "weight"]) if has else 0.0,
+                "score": float(per.at[c, "score"]) if has else float("nan"),
+                "active_params_b": float(self._registry.active(e)),
+            })
+        return pd.DataFrame(rows, columns=["category", "expert", "locked", "weight", "score",
+                                           "active_params_b"])
+
+    def figure(self) -> Any:
+        """The frontier figure with the single experts and the current map as a star."""
+        from workbench.plots.mapping import frontier_figure
+
+        return frontier_figure(self.frontier, baselines=self.baselines, current=self.metrics)
+
+    def diff(self, other: Any) -> list[str]:
+        """Differences from the current map to ``other`` (a map or a path to one)."""
+        if isinstance(other, (str, os.PathLike)):
+            other = self._read(other)
+        return self._map.diff(other)
+
+    # ------------------------------------------------------------------ edits
+    def _check_experts(self, names: Iterable[str], *, context: str) -> None:
+        self._registry.require(list(names), context=f"mapping editor ({context})")
+
+    def _check_category(self, category: str) -> str:
+        if category not in self._map:
+            raise MappingError(f"category {category!r} is not in the map; categories: "
+                               f"{', '.join(self.categories)}")
+        return category
+
+    def _apply(self, changes: Sequence[tuple[str, str]], message: str) -> list[Any]:
+        """Apply ``(category, expert)`` changes as one undoable action."""
+        applied: list[Any] = []
+        try:
+            for category, expert in changes:
+                self._check_category(category)
+                if self._map.expert_for(category) == expert:
+                    continue
+                if expert not in self._registry:
+                    self._check_experts([expert], context=f"row {category!r}")
+                self._map.assign(category, expert)
+                applied.append(self._map.history[-1])
+        except Exception:
+            for _ in applied:  # leave the map as it was
+                self._map.undo()
+            raise
+        if applied:
+            self._undo.append(applied)
+            self._redo.clear()
+            self._changed(message)
+        return applied
+
+    def _changed(self, message: str) -> None:
+        self._autosave()
+        self.status = message
+        self.version += 1
+
+    def _autosave(self) -> None:
+        if self.autosave and self.autosave_path is not None:
+            self._map.save(self.autosave_path)  # atomic: temp file + fsync + rename
+
+    def set_expert(self, category: str, expert: str) -> None:
+        """Send ``category`` to ``expert`` (one undoable edit, autosaved).
+
+        Raises
+        ------
+        MappingError
+            Unknown category or expert (the message lists the known ones).
+        """
+        category, expert = str(category), str(expert)
+        known = self._map.known_experts
+        if known is not None and expert not in known:
+            raise MappingError(f"cannot assign {category!r} to unknown expert {expert!r}; "
+                               f"experts: {', '.join(self.experts)}")
+        self._apply([(category, expert)], f"{category}: {self._map.expert_for(self._check_category(category))} -> {expert}")
+
+    def set_locked(self, category: str, locked: bool = True) -> None:
+        """Lock (or unlock) a row so :meth:`optimise` keeps it."""
+        self._check_category(str(category))
+        now = [c for c in self.locked if c != category]
+        if locked:
+            now.append(str(category))
+        if now != list(self.locked):
+            self.locked = [c for c in self.categories if c in now]
+            self.status = f"{category} {'locked' if locked else 'unlocked'}"
+            self.version += 1
+
+    def undo(self) -> list[str]:
+        """Undo the last action (an edit, an optimise or a load); returns its lines."""
+        if not self._undo:
+            raise MappingError("nothing to undo: no edits in this session")
+        action = self._undo.pop()
+        for _ in action:
+            self._map.undo()
+        self._redo.append(action)
+        lines = [str(e) for e in action]
+        self._changed("undone: " + "; ".join(lines))
+        return lines
+
+    def redo(self) -> list[str]:
+        """Re-apply the last undone action; returns its lines."""
+        if not self._redo:
+            raise MappingError("nothing to redo: no undone edits since the last change")
+        action = self._redo.pop()
+        for _ in action:
+            self._map.redo()
+        self._undo.append(action)
+        lines = [str(e) for e in action]
+        self._changed("redone: " + "; ".join(lines))
+        return lines
+
+    def optimise(self, budget_b: float | None = None, locked: Iterable[str] | None = None,
+                 **limits: Any) -> list[str]:
+        """Replace the unlocked rows by the exact best map at ``budget_b`` (one undoable action).
+
+        Parameters
+        ----------
+        budget_b : float, optional
+            Budget on average active parameters in billions (default :attr:`budget_b`).
+        locked : iterable of str, optional
+            Rows to keep (default :attr:`locked`); given, it also becomes :attr:`locked`.
+        **limits
+            ``max_resident_b`` / ``max_experts`` passed to :func:`optimize_mapping`.
+
+        Returns
+        -------
+        list of str
+            The changed rows (``"math: a -> b"``); empty when the map already is optimal.
+
+        Raises
+        ------
+        InfeasibleBudgetError
+            The budget is below the smallest feasible one (the message says which).
+        """
+        from workbench.mapping import optimize_mapping
+
+        if locked is not None:
+            locked = [str(c) for c in locked]
+            for c in locked:
+                self._check_category(c)
+            self.locked = [c for c in self.categories if c in set(locked)]
+        if budget_b is None:
+            budget_b = self.budget_b
+        if budget_b is None:
+            raise MappingError("optimise needs a budget: optimise(budget_b=...) in billions of "
+                               "average active parameters")
+        best = optimize_mapping(self._scores, self._weights, self._registry,
+                                budget_active_b=float(budget_b), locked=self._locked_map() or None,
+                                fallback_expert=self._map.fallback_expert, **limits)
+        self.budget_b = float(budget_b)
+        changes = [(c, e) for c, e in best.assignments.items()
+                   if c in self._map and c not in self.locked]
+        applied = self._apply(changes, f"optimised at {float(budget_b):g}B")
+        if not applied:
+            self.status = f"the map is already optimal at {float(budget_b):g}B"
+        return [str(e) for e in applied]
+
+    # ------------------------------------------------------------------ files
+    def _read(self, path: str | os.PathLike) -> Any:
+        from workbench.mapping import CategoryExpertMap
+
+        return CategoryExpertMap.load(path, experts=self._map.known_experts,
+                                      categories=self._map.categories)
+
+    def load(self, path: str | os.PathLike) -> list[str]:
+        """Replace the map by the one in ``path`` (one undoable action); returns changed rows.
+
+        The file must map the same categories (errors name the file and line).
+        """
+        other = self._read(path)
+        if other.fallback_category != self._map.fallback_category:
+            raise MappingError(f"{path}: its fallback category {other.fallback_category!r} differs "
+                               f"from this map's {self._map.fallback_category!r}")
+        applied = self._apply(list(other.assignments.items()), f"loaded {path}")
+        if not applied:
+            self.status = f"{path} is the same as the current map"
+        return [str(e) for e in applied]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the current map to ``path`` (``.json``/``.yaml``, atomically)."""
+        out = self._map.save(path)
+        self.status = f"saved {out}"
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Panel view
+# ---------------------------------------------------------------------------------------------
+import panel as pn  # noqa: E402  (the views below need Panel; the model above does not)
+
+
+def _format_metrics(model: MappingEditorModel) -> str:
+    m = model.metrics
+    return (f"**Expected score** {m.expected_score:.4f} &nbsp;·&nbsp; "
+            f"**Average active params** {m.average_active_params_b:.4g} B &nbsp;·&nbsp; "
+            f"**Resident params** {m.resident_params_b:.4g} B &nbsp;·&nbsp; "
+            f"**Experts** {m.n_experts}")
+
+
+class MappingEditorPanel(pn.viewable.Viewer):
+    """Panel view of a :class:`MappingEditorModel`.
+
+    Parts (CSS classes for browser tests): the table ``coe-mapping-table`` (edit the ``expert``
+    cell with its list editor, tick ``locked``), metrics ``coe-metrics``, frontier plot
+    ``coe-frontier-plot``, budget ``coe-budget-input``, buttons ``coe-optimise-button``,
+    ``coe-undo-button``, ``coe-redo-button``, path ``coe-mapping-path`` with ``coe-save-button``
+    and ``coe-load-button``, and the status line ``coe-mapping-status``.
+    """
+
+    def __init__(self, model: MappingEditorModel, **params: Any) -> None:
+        super().__init__(**params)
+        self.model = model
+        self._table = pn.widgets.Tabulator(
+            model.table(), show_index=False, sizing_mode="stretch_width", height=360,
+            editors={"category": None, "weight": None, "score": None, "active_params_b": None,
+                     "expert": {"type": "list", "values": model.experts},
+                     "locked": {"type": "tickCross"}},
+            formatters={"category": {"type": "html"}, "locked": {"type": "tickCross"},
+                        "expert": {"type": "plaintext"}},
+            css_classes=[CSS["table"]], name="mapping-table",
+        )
+        self._table.on_edit(self._on_edit)
+        self._metrics = pn.pane.Markdown(_format_metrics(model), css_classes=[CSS["metrics"]])
+        self._plot = pn.pane.Plotly(model.figure(), css_classes=[CSS["frontier"]],
+                                    sizing_mode="stretch_width", height=380)
+        self._budget = pn.widgets.FloatInput(name="Budget (avg active params, B)",
+                                             value=model.budget_b, start=0.0, step=0.1,
+                                             css_classes=[CSS["budget"]], width=200)
+        self._optimise = pn.widgets.Button(name="Optimise at budget", button_type="primary",
+                                           css_classes=[CSS["optimise"]])
+        self._undo = pn.widgets.Button(name="Undo", css_classes=[CSS["undo"]],
+                                       disabled=not model.can_undo)
+        self._redo = pn.widgets.Button(name="Redo", css_classes=[CSS["redo"]],
+                                       disabled=not model.can_redo)
+        self._path = pn.widgets.TextInput(name="Map file (.yaml / .json)",
+                                          placeholder="my_map.yaml", css_classes=[CSS["path"]])
+        self._save = pn.widgets.Button(name="Save", css_classes=[CSS["save"]])
+        self._load = pn.widgets.Button(name="Load", css_classes=[CSS["load"]])
+        self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
+        self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value)))
+        self._undo.on_click(lambda e: self._run(model.undo))
+        self._redo.on_click(lambda e: self._run(model.redo))
+        self._save.on_click(lambda e: self._run(lambda: model.save(self._need_path())))
+        self._load.on_click(lambda e: self._run(lambda: model.load(self._need_path())))
+        model.param.watch(self._refresh, ["version"])
+        model.param.watch(self._show_status, ["status"])
+        autosave = (f"Edits are autosaved to `{model.autosave_path}`" if model.autosave_path
+                    else "Autosave is off")
+        self._layout = pn.Column(
+            pn.pane.Markdown("### Category → expert map"),
+            self._metrics,
+            pn.Row(
+                pn.Column(self._table,
+                          pn.Row(self._budget, self._optimise, self._undo, self._redo),
+                          pn.Row(self._path, self._save, self._load),
+                          pn.pane.Markdown(autosave, styles={"font-size": "smaller"}),
+                          sizing_mode="stretch_width"),
+                pn.Column(self._plot, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width"),
+            self._status,
+            css_classes=[CSS["root"]], sizing_mode="stretch_width",
+        )
+
+    def _need_path(self) -> str:
+        path = (self._path.value or "").strip()
+        if not path:
+            raise MappingError("type a file name (.yaml or .json) in the map file box first")
+        return path
+
+    def _run(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # show every failure to the user, keep the app alive
+            self.model.status = f"error: {exc}"
+            self._refresh()
+
+    def _on_edit(self, event: Any) -> None:
+        category = self.model.categories[event.row]
+        if event.column == "expert":
+            self._run(lambda: self.model.set_expert(category, event.value))
+        elif event.column == "locked":
+            self._run(lambda: self.model.set_locked(category, bool(event.value)))
+        else:
+            self._refresh()
+
+    def _show_status(self, *_: Any) -> None:
+        text = self.model.status
+        self._status.object = html.escape(text)
+        self._status.alert_type = "danger" if text.startswith("error") else "light"
+
+    def _refresh(self, *_: Any) -> None:
+        m = self.model
+        self._table.value = m.table()
+        self._metrics.object = _format_metrics(m)
+        self._plot.object = m.figure()
+        self._undo.disabled = not m.can_undo
+        self._redo.disabled = not m.can_redo
+        if m.budget_b is not None:
+            self._budget.value = m.budget_b
+
+    def __panel__(self) -> Any:
+        return self._layout
+
+
+# ---------------------------------------------------------------------------------------------
+# ipywidgets version
+# ---------------------------------------------------------------------------------------------
+def _metrics_html(model: MappingEditorModel) -> str:
+    m = model.metrics
+    return (f"<b>Expected score</b> {m.expected_score:.4f} &nbsp; "
+            f"<b>Average active params</b> {m.average_active_params_b:.4g} B &nbsp; "
+            f"<b>Resident params</b> {m.resident_params_b:.4g} B &nbsp; <b>Experts</b> {m.n_experts}")
+
+
+def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | None = None,
+                          autosave_path: str | os.PathLike | None = None) -> Any:
+    """The mapping editor as an ipywidgets box for notebooks.
+
+    Parameters
+    ----------
+    bundle : DemoBundle-like, optional
+        Used through :meth:`MappingEditorModel.from_bundle` when ``model`` is not given.
+    model : MappingEditorModel, optional
+        Drive an existing model (the notebook can keep using it in code).
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With the model attached as ``.model``.
+    """
+    import ipywidgets as w
+    import plotly.graph_objects as go
+
+    if model is None:
+        if bundle is None:
+            raise MappingError("mapping_editor_widget needs a bundle or model=MappingEditorModel(...)")
+        model = MappingEditorModel.from_bundle(bundle, autosave_path=autosave_path)
+    experts = model.experts
+    dropdowns: dict[str, Any] = {}
+    locks: dict[str, Any] = {}
+    rows = []
+    updating = {"on": False}
+
+    def on_pick(category: str) -> Any:
+        def handler(change: Any) -> None:
+            if updating["on"] or change["name"] != "value":
+                return
+            try:
+                model.set_expert(category, change["new"])
+            except Exception as exc:
+                model.status = f"error: {exc}"
+                refresh()
+        return handler
+
+    def on_lock(category: str) -> Any:
+        def handler(change: Any) -> None:
+            if not updating["on"]:
+                model.set_locked(category, bool(change["new"]))
+        return handler
+
+    for c in model.categories:
+        dd = w.Dropdown(options=experts, value=model.mapping.expert_for(c),
+                        layout=w.Layout(width="260px"))
+        dd.observe(on_pick(c), names="value")
+        cb = w.Checkbox(value=c in model.locked, description="locked", indent=False,
+                        layout=w.Layout(width="90px"))
+        cb.observe(on_lock(c), names="value")
+        dropdowns[c], locks[c] = dd, cb
+        label = w.HTML(f"<code>{html.escape(c)}</code>", layout=w.Layout(width="180px"))
+        rows.append(w.HBox([label, dd, cb]))
+    metrics = w.HTML(_metrics_html(model))
+    fig = go.FigureWidget(model.figure())
+    budget = w.FloatText(value=model.budget_b, description="budget (B)")
+    opt = w.Button(description="Optimise at budget", button_style="primary")
+    undo = w.Button(description="Undo")
+    redo = w.Button(description="Redo")
+    path = w.Text(placeholder="my_map.yaml", description="map file")
+    save = w.Button(description="Save")
+    load = w.Button(description="Load")
+    status = w.HTML("")
+
+    def run(action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:
+            model.status = f"error: {exc}"
+
+    opt.on_click(lambda _: run(lambda: model.optimise(budget.value)))
+    undo.on_click(lambda _: run(model.undo))
+    redo.on_click(lambda _: run(model.redo))
+    save.on_click(lambda _: run(lambda: model.save(path.value.strip() or "map.yaml")))
+    load.on_click(lambda _: run(lambda: model.load(path.value.strip())))
+
+    def refresh(*_: Any) -> None:
+        updating["on"] = True
+        try:
+            for c in model.categories:
+                dropdowns[c].value = model.mapping.expert_for(c)
+                locks[c].value = c in model.locked
+            metrics.value = _metrics_html(model)
+            new = model.figure()
+            with fig.batch_update():
+                fig.data = []
+                for trace in new.data:
+                    fig.add_trace(trace)
+            undo.disabled = not model.can_undo
+            redo.disabled = not model.can_redo
+            if model.budget_b is not None:
+                budget.value = model.budget_b
+        finally:
+            updating["on"] = False
+
+    def show_status(*_: Any) -> None:
+        colour = "crimson" if model.status.startswith("error") else "inherit"
+        status.value = f"<span style='color:{colour}'>{html.escape(model.status)}</span>"
+
+    model.param.watch(refresh, ["version"])
+    model.param.watch(show_status, ["status"])
+    refresh()
+    box = w.VBox([metrics, w.HBox([w.VBox(rows), fig]),
+                  w.HBox([budget, opt, undo, redo]), w.HBox([path, save, load]), status])
+    box.model = model  # type: ignore[attr-defined]
+    return box
