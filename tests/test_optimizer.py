@@ -48,27 +48,37 @@ def brute_force(means, weights, reg, *, budget=math.inf, locked=None, fallback=N
     """(best value, least cost among best, all feasible (cost, value)) by enumeration."""
     cats = list(means.index)
     experts = list(means.columns)
+    S = means.to_numpy(dtype=float)
     w = np.array([weights[c] for c in cats], dtype=float)
     w = w / w.sum()
+    active = np.array([reg.active(e) for e in experts])
+    total = {j: reg.total(e) for j, e in enumerate(experts)}
     if fallback is None:
-        overall = w @ means.to_numpy()
+        overall = w @ S
         fallback = sorted(experts, key=lambda e: (-overall[experts.index(e)], reg.active(e), e))[0]
+    fb = experts.index(fallback) if fallback in experts else None
+    fb_total = reg.total(fallback)
     locked = locked or {}
-    options = [[locked[c]] if c in locked else experts for c in cats]
+    options = [[experts.index(locked[c])] if c in locked else range(len(experts)) for c in cats]
+    combos = np.array(list(itertools.product(*options)), dtype=int)
+    rows = np.arange(len(cats))
+    costs = (w[None, :] * active[combos]).sum(axis=1)
+    values = np.where(w[None, :] > 0, w[None, :] * S[rows[None, :], combos], 0.0).sum(axis=1)
+    decided = [i for i, c in enumerate(cats) if w[i] > 0 or c in locked]
+    free = [i for i in range(len(cats)) if i not in decided]
     best_val, best_cost, pts = -math.inf, math.inf, []
-    for combo in itertools.product(*options):
-        cost = float(sum(w[i] * reg.active(e) for i, e in enumerate(combo)))
-        value = float(sum(w[i] * means.at[c, e] for i, (c, e) in enumerate(zip(cats, combo))
-                          if w[i] > 0))
-        # zero-weight categories need not use a new expert: they can reuse any used one
-        used = {e for i, e in enumerate(combo) if w[i] > 0 or cats[i] in locked} | {fallback}
-        if any(w[i] == 0 and cats[i] not in locked and e not in used for i, e in enumerate(combo)):
+    for combo, cost, value in zip(combos.tolist(), costs.tolist(), values.tolist()):
+        used = {combo[i] for i in decided}
+        # zero-weight categories need not use a new expert: they reuse one already resident
+        if any(combo[i] not in used and combo[i] != fb for i in free):
             continue
         if cost > budget + TOL * max(1, budget):
             continue
-        if max_resident is not None and sum(reg.total(e) for e in used) > max_resident * (1 + TOL):
+        resident = sum(total[j] for j in used if j != fb) + fb_total
+        n_used = len(used - {fb}) + 1
+        if max_resident is not None and resident > max_resident * (1 + TOL):
             continue
-        if max_experts is not None and len(used) > max_experts:
+        if max_experts is not None and n_used > max_experts:
             continue
         pts.append((cost, value))
         if value > best_val + 1e-12:
