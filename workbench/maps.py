@@ -108,13 +108,18 @@ def _lib_version(method: str) -> str:
 
 
 def _map_key(emb_hash: str, method: str, params: Mapping[str, Any], seed: int | None) -> str:
+    """``{embeddings hash}-{method}-{hash of params, seed and library versions}``.
+
+    The readable prefix lets :func:`cached_map` find every cached map of one set of embeddings.
+    """
     keyed = {k: params[k] for k in sorted(params) if k not in _NOT_IN_KEY}
     blob = json.dumps(
         {"emb": emb_hash, "method": method, "params": keyed, "seed": seed,
          "lib": _lib_version(method)},
         sort_keys=True, default=repr,
     )
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+    label = method if method in METHODS else "custom"
+    return f"{emb_hash}-{label}-{hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()}"
 
 
 def default_params(method: str, *, metric: str = "cosine", **params: Any) -> dict[str, Any]:
@@ -386,14 +391,31 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 # projection
 # --------------------------------------------------------------------------------------------
 def cached_map(embeddings: Any, method: str = "umap", *, seed: int | None = 0,
-               metric: str = "cosine", **params: Any) -> Map | None:
-    """Return the cached map for these inputs, or ``None``; never computes nor imports umap."""
+               metric: str = "cosine", any_params: bool = False, **params: Any) -> Map | None:
+    """Return the cached map for these inputs, or ``None``; never computes nor imports umap.
+
+    With ``any_params=True``, falls back to the most recently written cached map of ``method``
+    for these embeddings whatever its parameters (e.g. a UMAP with ``n_neighbors=30`` warmed in
+    an earlier session).
+    """
     X = _as_embeddings(embeddings)
     m = _check_method_name(method)
     full = default_params(m, metric=metric, **params)
     if seed is None:
         return None
-    return _load_cached(_map_key(_hash_array(X), m, full, seed), X)
+    emb_hash = _hash_array(X)
+    hit = _load_cached(_map_key(emb_hash, m, full, seed), X)
+    if hit is not None or not any_params:
+        return hit
+    from workbench._paths import cache_dir
+
+    paths = sorted(cache_dir("maps").glob(f"{emb_hash}-{m}-*.npz"),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in paths:
+        hit = _load_cached(path.stem, X)
+        if hit is not None and hit.seed == seed and hit.params.get("metric") == metric:
+            return hit
+    return None
 
 
 def _load_cached(key: str, X: np.ndarray) -> Map | None:
@@ -676,7 +698,12 @@ class MapBuilder:
         return cached_map(self.embeddings, method, seed=self.seed, metric=self.metric, **params)
 
     def first(self, prefer: Iterable[str] = ("umap", "tsne")) -> Map:
-        """A cached map of the first preferred method that has one, else PCA (fast)."""
+        """A map at once: a finished or cached map of a preferred method, else PCA.
+
+        Looks, in order of ``prefer``, for a map finished by :meth:`warm` in this builder or a
+        cached one with default parameters; then for a cached one with any parameters; then
+        computes PCA (milliseconds, cached too). Never imports umap or openTSNE.
+        """
         if isinstance(prefer, str):
             prefer = (prefer,)
         for method in prefer:
@@ -686,6 +713,12 @@ class MapBuilder:
             hit = self.cached(method)
             if hit is not None:
                 return hit
+        if self.cache:  # a map of a preferred method with other parameters is still better
+            for method in prefer:
+                hit = cached_map(self.embeddings, method, seed=self.seed, metric=self.metric,
+                                 any_params=True)
+                if hit is not None:
+                    return hit
         return project(self.embeddings, "pca", seed=self.seed, cache=self.cache,
                        metric=self.metric)
 
