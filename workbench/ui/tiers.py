@@ -166,10 +166,27 @@ class TierModel(param.Parameterized):
             parts = tier.split("+")
             for t in TIERS:
                 nbytes = int(row.get(f"{t}_bytes") or 0)
+                if t == "disk" and tier == "disk" and not nbytes:
+                    nbytes = self._checkpoint_bytes(row["expert"])
                 if t in parts or (t != "disk" and nbytes > 0):
                     out[t].append({"expert": row["expert"], "bytes": nbytes, "tier": tier,
                                    "pinned": bool(row.get("pinned")), "in_use": bool(row.get("in_use"))})
         return out
+
+    def _checkpoint_bytes(self, name: str) -> int:
+        """Size of an expert's weight files on disk (before the pool has read its checkpoint)."""
+        cache = self.__dict__.setdefault("_ckpt_bytes", {})
+        if name not in cache:
+            from pathlib import Path
+
+            spec = getattr(self.pool, "specs", {}).get(name)
+            folder = Path(str(getattr(spec, "model", ""))) if spec is not None else None
+            total = 0
+            if folder is not None and folder.is_dir():
+                total = sum(f.stat().st_size for f in folder.iterdir()
+                            if f.suffix in (".safetensors", ".bin") and f.is_file())
+            cache[name] = total
+        return cache[name]
 
     def totals(self) -> dict[str, int]:
         """Bytes per tier, summed over :meth:`by_tier`."""
@@ -228,7 +245,7 @@ class TierPanel(pn.viewable.Viewer):
                                      sizing_mode="stretch_width", css_classes=["coe-tier-view"])
         self._events = pn.widgets.Tabulator(self._events_frame(), disabled=True, show_index=False,
                                             sizing_mode="stretch_width", height=260)
-        refresh = pn.widgets.Button(name="Refresh", button_type="default", width=90)
+        refresh = pn.widgets.Button(label="Refresh", width=90)
         refresh.on_click(lambda _e: self.model.refresh(force=True))
         model.param.watch(self._update, "version")
         self._period_ms = period_ms

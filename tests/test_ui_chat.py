@@ -1,0 +1,314 @@
+"""Live CoE chat and the tier view: the models are driven directly; the Panel views are exercised
+without a browser (the real-browser checks are in test_browser.py).
+
+The CoE under test streams real generations from tiny random-init Llama experts in a real
+:class:`~workbench.experts.ExpertPool` (nothing canned). When :mod:`workbench.coe` is importable the
+real ``CoE`` (MiniLM embedder, a fitted ``CategoryRouter``, a ``CategoryExpertMap``) is used;
+otherwise a minimal stand-in with the same ``stream`` contract routes by a keyword rule.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+XSS = '<img src=x onerror="window.__coe_xss=1"><script>window.__coe_xss=2</script>'
+
+CATEGORY_PROMPTS = {
+    "math": ["Solve for x: 3 x + 5 = 20.", "What is the derivative of x squared?",
+             "Compute 17 times 23.", "Is 91 a prime number?", "Integrate 2 x from 0 to 3.",
+             "What is the square root of 144?"],
+    "law": ["Is a verbal contract valid under state law?", "What did the court rule about the lease?",
+            "Can a landlord keep the deposit?", "What is negligence in tort law?",
+            "Explain the statute of limitations.", "Who has standing to sue in federal court?"],
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures: a real pool of tiny experts and a CoE over it
+
+
+@dataclass
+class _Trace:  # only used by the stand-in CoE (when workbench.coe is not importable)
+    prompt: str
+    category: str
+    confidence: float
+    is_fallback: bool
+    expert: str
+    tier_found: str
+    switch_s: float
+    embed_s: float = 0.0
+    route_s: float = 0.0
+    generate_s: float = 0.0
+    new_tokens: int = 0
+    tokens_per_s: float = 0.0
+    error: str | None = None
+    used_fallback_expert: bool = False
+
+    def to_dict(self):
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class _Answer:
+    text: str
+    trace: _Trace
+
+
+@dataclass
+class _StandInCoE:
+    """``stream`` contract of workbench.coe.CoE over a real pool; routes by a keyword rule."""
+
+    pool: object
+    mapping: dict = field(default_factory=lambda: {"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"})
+
+    def route(self, prompt):
+        words = set(re.findall(r"\w+", prompt.lower()))
+        category = "law" if words & {"law", "court", "contract", "landlord", "statute", "sue"} else "math"
+        return category, 1.0, False, self.mapping[category]
+
+    def stream(self, prompt, **gen):
+        category, confidence, fallback, expert = self.route(prompt)
+        stream = self.pool.stream(expert, prompt, **gen)
+        parts = []
+        for chunk in stream:
+            parts.append(chunk)
+            yield chunk
+        g = stream.generation
+        yield _Answer("".join(parts), _Trace(prompt, category, confidence, fallback, expert, g.tier_found,
+                                             g.switch_s, generate_s=g.seconds, new_tokens=g.new_tokens,
+                                             tokens_per_s=g.tokens_per_s))
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tmp_path_factory):
+    from helpers_models import write_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny-experts")
+    return {name: write_tiny_llama(root / name, hidden_size=64, num_layers=2, seed=seed)
+            for name, seed in (("tiny-a", 1), ("tiny-b", 2))}
+
+
+def make_pool(tiny_experts):
+    from workbench.experts import ExpertPool, ExpertSpec
+
+    specs = [ExpertSpec(name=name, model=path, generation={"max_new_tokens": 12})
+             for name, path in tiny_experts.items()]
+    return ExpertPool(specs, gpu_memory=None, cpu_memory="256MiB")
+
+
+def make_coe(pool):
+    """The real CoE when it exists, else the stand-in (same stream contract)."""
+    try:
+        from workbench.coe import CoE
+    except ImportError:
+        return _StandInCoE(pool)
+    import numpy as np
+
+    from workbench.embed import Embedder
+    from workbench.mapping import CategoryExpertMap
+    from workbench.router import CategoryRouter
+
+    embedder = Embedder(progress=False)
+    texts = [t for ts in CATEGORY_PROMPTS.values() for t in ts]
+    labels = np.array([c for c, ts in CATEGORY_PROMPTS.items() for _ in ts])
+    router = CategoryRouter(head="logreg").fit(embedder.encode(texts), labels)
+    mapping = CategoryExpertMap({"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"},
+                                experts=list(pool.names))
+    return CoE(embedder, router, mapping, pool)
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_experts):
+    pool = make_pool(tiny_experts)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def coe(pool):
+    return make_coe(pool)
+
+
+# ----------------------------------------------------------------------------------------------
+# ChatModel
+
+
+def test_send_streams_chunks_then_answer_and_records_history(coe):
+    from workbench.ui.chat import ChatModel
+
+    chat = ChatModel(coe, max_new_tokens=8)
+    items = list(chat.send("What is 2 + 2?"))  # tiny-a answers this with words
+    chunks, answer = items[:-1], items[-1]
+    assert chunks and all(isinstance(c, str) for c in chunks)
+    assert not isinstance(answer, str) and "".join(chunks) == answer.text
+    assert answer.trace.expert in ("tiny-a", "tiny-b")
+    assert answer.trace.new_tokens > 0
+    assert [m["role"] for m in chat.history] == ["user", "assistant"]
+    assert chat.history[1]["content"] == answer.text
+    assert chat.traces == [answer.trace] and not chat.busy
+    frame = chat.traces_frame()
+    assert list(frame["expert"]) == [answer.trace.expert]
+    chat.clear()
+    assert chat.history == [] and chat.traces == []
+
+
+def test_routes_by_category_to_the_mapped_expert(coe):
+    from workbench.ui.chat import ChatModel
+
+    chat = ChatModel(coe, max_new_tokens=4)
+    law = chat.ask("Can a landlord keep the deposit under state law?")
+    math = chat.ask("What is the derivative of x squared?")
+    assert (law.trace.category, law.trace.expert) == ("law", "tiny-b")
+    assert (math.trace.category, math.trace.expert) == ("math", "tiny-a")
+    assert len(chat.traces) == 2
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 42])
+def test_send_rejects_empty_or_non_text(coe, bad):
+    from workbench.ui.chat import ChatError, ChatModel
+
+    chat = ChatModel(coe)
+    with pytest.raises(ChatError, match="non-empty text"):
+        list(chat.send(bad))
+    assert chat.history == []
+
+
+def test_needs_a_streaming_coe_and_a_final_answer(coe):
+    from workbench.ui.chat import ChatError, ChatModel
+
+    with pytest.raises(ChatError, match="stream"):
+        ChatModel(object())
+
+    class DropsAnswer:  # real chunks, but the final Answer is lost
+        def stream(self, prompt, **gen):
+            yield from (item for item in coe.stream(prompt, **gen) if isinstance(item, str))
+
+    chat = ChatModel(DropsAnswer(), max_new_tokens=4)
+    with pytest.raises(ChatError, match="without a final Answer"):
+        list(chat.send("What is 2 + 2?"))
+    assert chat.last_error and "without a final Answer" in chat.last_error
+    assert chat.traces == [] and not chat.busy
+
+
+def test_trace_card_and_text_escape_html(coe):
+    from workbench.ui.chat import ChatModel, _escaped_renderer, text_html, trace_html
+
+    chat = ChatModel(coe, max_new_tokens=4)
+    answer = chat.ask(XSS)
+    card = trace_html(answer.trace)
+    for html in (card, text_html(XSS), _escaped_renderer(XSS).object):
+        assert "<script" not in html and "<img" not in html
+        assert "&lt;script&gt;" in html or "&lt;img" in html
+    assert "&lt;img src=x onerror=&quot;window.__coe_xss=1&quot;&gt;" in text_html(XSS)
+    assert f'data-expert="{answer.trace.expert}"' in card
+    for label in ("category", "confidence", "fallback", "expert", "tier found", "switch", "generation"):
+        assert f'data-field="{label}"' in card
+    hostile = {"prompt": "p", "category": "<b>x</b>", "expert": '"><script>1</script>',
+               "confidence": 0.2, "is_fallback": True, "error": "<i>boom</i>"}
+    card = trace_html(hostile)
+    assert "<script>" not in card and "<b>x" not in card and "<i>boom" not in card
+    assert 'class="fallback"' in card and 'class="error"' in card
+
+
+def _drive(panel, text):
+    """Run ChatPanel's async-generator callback to the end; return the last yielded column."""
+    async def go():
+        last = None
+        async for value in panel._respond(text, "You", panel.interface):
+            last = value
+        return last
+
+    return asyncio.run(go())
+
+
+def test_chat_panel_streams_answer_and_shows_escaped_trace_card(coe):
+    from workbench.ui.chat import ChatModel, ChatPanel
+
+    model = ChatModel(coe, max_new_tokens=6)
+    panel = ChatPanel(model)
+    assert panel.interface.renderers[0].__name__ == "_escaped_renderer"
+    column = _drive(panel, XSS)
+    answer_pane, card = column.objects
+    answer = model.traces[-1]
+    assert card.visible and "coe-trace" in card.object and "&lt;script&gt;" in card.object
+    assert "<script" not in card.object
+    assert model.history[-1]["content"] and answer.expert in card.object
+    assert answer_pane.object.startswith('<div class="coe-text">')
+    # an error is shown in the message (escaped), not raised into the server loop
+    column = _drive(panel, "   ")
+    assert "non-empty text" in column.objects[0].object
+
+
+# ----------------------------------------------------------------------------------------------
+# TierModel / TierPanel
+
+
+def test_tier_model_follows_the_pool(tiny_experts):
+    from workbench.ui.tiers import TierModel, TierPanel, tiers_html
+
+    pool = make_pool(tiny_experts)
+    try:
+        tiers = TierModel(pool)
+        groups = tiers.by_tier()
+        assert groups["gpu"] == [] and groups["cpu"] == []
+        assert sorted(i["expert"] for i in groups["disk"]) == ["tiny-a", "tiny-b"]
+        assert all(i["bytes"] > 0 for i in groups["disk"])  # checkpoint size before first load
+        panel = TierPanel(tiers)
+        before = panel._columns.object
+        assert not tiers.stale and tiers.refresh() is False  # nothing changed: no re-read
+
+        pool.generate("tiny-a", "hello", max_new_tokens=2)
+        assert tiers.stale  # the pool's listener marked it
+        version = tiers.version
+        assert tiers.refresh() is True and tiers.version == version + 1
+        groups = tiers.by_tier()
+        assert [i["expert"] for i in groups["cpu"]] == ["tiny-a"] and groups["cpu"][0]["bytes"] > 0
+        assert [i["expert"] for i in groups["disk"]] == ["tiny-b"]
+        assert tiers.totals()["cpu"] == pool.tracked_bytes("cpu")
+        assert set(tiers.events["action"]) >= {"load"}
+        assert panel._columns.object != before  # the view re-rendered on the model's version bump
+        assert 'data-tier="cpu"' in panel._columns.object and "tiny-a" in panel._columns.object
+        assert len(panel._events.value) == len(tiers.events)
+
+        pool.evict("tiny-a")
+        tiers.refresh()
+        assert tiers.by_tier()["cpu"] == []
+        assert "evict" in set(tiers.events["action"])
+        html = tiers_html(tiers)
+        assert "no GPU tier" in html and "of 256.0 MiB" in html
+    finally:
+        pool.close()
+
+
+def test_tier_model_rejects_non_pool():
+    from workbench.errors import WorkbenchError
+    from workbench.ui.tiers import TierModel
+
+    with pytest.raises(WorkbenchError, match="needs an ExpertPool"):
+        TierModel(object())
+
+
+def test_tier_watchers_are_shared_per_pool(tiny_experts):
+    from workbench.ui.tiers import TierModel, _PoolWatcher
+
+    pool = make_pool(tiny_experts)
+    try:
+        models = [TierModel(pool) for _ in range(5)]
+        assert len(pool._listeners) == 1  # one listener however many sessions watch the pool
+        assert len(_PoolWatcher.of(pool).subscribers) == 5
+        del models
+        import gc
+
+        gc.collect()
+        assert len(_PoolWatcher.of(pool).subscribers) == 0
+    finally:
+        pool.close()
