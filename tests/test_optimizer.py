@@ -152,24 +152,11 @@ def test_limits_match_brute_force(seed):
 @pytest.mark.parametrize("seed", range(30))
 def test_frontier_breakpoints_are_the_brute_force_pareto_set(seed):
     rng = np.random.default_rng(2000 + seed)
-    means, weights, reg = random_case(rng, zero_weight=seed % 5 == 0)
+    means, weights, reg = random_case(rng, n_cat=int(rng.integers(2, 6)), n_exp=int(rng.integers(3, 6)),
+                                      ties=seed % 2 == 0, zero_weight=seed % 5 == 0)
     locked = {str(means.index[-1]): str(means.columns[0])} if seed % 2 else None
     _, _, pts = brute_force(means, weights, reg, locked=locked)
-    # brute-force Pareto set: for each cost, the best value strictly above every cheaper one
-    # (costs equal up to rounding noise count as equal)
-    pts.sort()
-    groups: list[list[float]] = []
-    for c, v in pts:
-        if groups and c - groups[-1][0] <= 1e-12:
-            groups[-1][1] = max(groups[-1][1], v)
-            groups[-1][2] = c
-        else:
-            groups.append([c, v, c])
-    expected, best = [], -math.inf
-    for c, v, _ in groups:
-        if v > best + 1e-12:
-            expected.append((c, v))
-            best = v
+    expected = _pareto_of(pts)  # the brute-force Pareto set
     frontier = pareto_frontier(means, weights, reg, locked=locked)
     got = [(p.average_active_params_b, p.expected_score) for p in frontier]
     assert len(got) == len(expected)
@@ -209,8 +196,51 @@ def test_frontier_with_limits_per_budget():
         val, _, _ = brute_force(means, weights, reg, budget=b, max_experts=2)
         assert p.expected_score == pytest.approx(val, abs=TOL)
         assert len(p.mapping.experts_used) <= 2
-    with pytest.raises(MappingError, match="pass the budgets"):
-        pareto_frontier(means, weights, reg, max_experts=2)
+
+
+def _pareto_of(pts):
+    pts = sorted(pts)
+    groups: list[list[float]] = []
+    for c, v in pts:  # costs equal up to rounding noise count as equal
+        if groups and c - groups[-1][0] <= 1e-12:
+            groups[-1][1] = max(groups[-1][1], v)
+        else:
+            groups.append([c, v])
+    out, best = [], -math.inf
+    for c, v in groups:
+        if v > best + 1e-12:
+            out.append((c, v))
+            best = v
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_limited_frontier_breakpoints_match_brute_force(seed):
+    rng = np.random.default_rng(3000 + seed)
+    means, weights, reg = random_case(rng, n_cat=int(rng.integers(3, 6)), n_exp=int(rng.integers(3, 6)),
+                                      ties=seed % 2 == 0, zero_weight=seed % 4 == 0)
+    totals = sorted(m.total_params_b for m in reg)
+    kwargs = {}
+    if seed % 2 == 0:
+        kwargs["max_experts"] = int(rng.integers(1, len(totals) + 1))
+    if seed % 3 != 1:
+        kwargs["max_resident_b"] = float(rng.uniform(totals[-1], sum(totals)))
+    locked = {str(means.index[0]): str(means.columns[0])} if seed % 5 == 0 else None
+    fallback = str(means.columns[-1])
+    _, _, pts = brute_force(means, weights, reg, locked=locked, fallback=fallback,
+                            max_resident=kwargs.get("max_resident_b"), max_experts=kwargs.get("max_experts"))
+    if not pts:
+        with pytest.raises(InfeasibleBudgetError):
+            pareto_frontier(means, weights, reg, locked=locked, fallback_expert=fallback, **kwargs)
+        return
+    frontier = pareto_frontier(means, weights, reg, locked=locked, fallback_expert=fallback, **kwargs)
+    expected = _pareto_of(pts)
+    got = [(q.average_active_params_b, q.expected_score) for q in frontier]
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(np.array(got), np.array(expected), atol=TOL)
+    for q in frontier:
+        check_map(q.mapping, means, weights, reg, q.budget_b, locked,
+                  kwargs.get("max_resident_b"), kwargs.get("max_experts"))
 
 
 def _milp_optimum(means, weights, reg, budget, max_resident=None, max_experts=None, fallback=None):
@@ -440,3 +470,24 @@ def test_mmlu_pro_frontier(mmlu_pro_dir):
     # the frontier agrees with per-prompt scoring of its maps
     p = frontier[len(frontier) // 2]
     assert p.mapping.metrics(scores, reg).expected_score == pytest.approx(p.expected_score, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_binding_limits_frontier_matches_brute_force(seed):
+    rng = np.random.default_rng(4000 + seed)
+    means, weights, reg = random_case(rng, n_cat=5, n_exp=5, ties=False)
+    small = min(reg, key=lambda m: m.total_params_b).name
+    limits = dict(max_experts=2) if seed % 2 else dict(max_resident_b=reg.total(small) + sorted(
+        m.total_params_b for m in reg)[2])
+    _, _, pts = brute_force(means, weights, reg, fallback=small, max_resident=limits.get("max_resident_b"),
+                            max_experts=limits.get("max_experts"))
+    frontier = pareto_frontier(means, weights, reg, fallback_expert=small, **limits)
+    unlimited = pareto_frontier(means, weights, reg, fallback_expert=small)
+    got = [(q.average_active_params_b, q.expected_score) for q in frontier]
+    np.testing.assert_allclose(np.array(got), np.array(_pareto_of(pts)), atol=TOL)
+    # the limits bind: the limited frontier never beats the unlimited one and ends lower or equal
+    assert frontier[-1].expected_score <= unlimited[-1].expected_score + TOL
+    # every budget's branch-and-bound optimum lies on the enumerated frontier
+    for q in frontier:
+        m = optimize_mapping(means, weights, reg, budget_active_b=q.budget_b, fallback_expert=small, **limits)
+        assert m.metrics(means, reg, weights).expected_score == pytest.approx(q.expected_score, abs=TOL)

@@ -1140,8 +1140,9 @@ def pareto_frontier(
         ``None`` returns every breakpoint: each map on the frontier, cheapest first, where each
         is strictly better than all cheaper ones.
     max_resident_b, max_experts : optional
-        Extra limits as in :func:`optimize_mapping` (solved per budget by branch and bound;
-        ``budgets`` is then required).
+        Extra limits as in :func:`optimize_mapping`. With ``budgets`` each budget is solved by
+        branch and bound; without, the frontier is the envelope of the frontiers of every
+        maximal expert set that fits the limits.
 
     Returns
     -------
@@ -1157,9 +1158,7 @@ def pareto_frontier(
     limited = max_resident_b is not None or max_experts is not None
     if limited:
         if budgets is None:
-            raise MappingError(
-                f"{context}: with max_resident_b or max_experts, pass the budgets to evaluate"
-            )
+            return _limited_breakpoints(p, max_resident_b, max_experts, context)
         points = []
         for b in budgets:
             b = _check_number(b, "budget", context)
@@ -1179,6 +1178,76 @@ def pareto_frontier(
     uniq, inverse = np.unique(idx, return_inverse=True)
     full = [p.complete(c) for c in fr.recover(uniq)]
     return [_point(p, b, full[u]) for b, u in zip(budgets, inverse)]
+
+
+def _limited_breakpoints(p: _Problem, max_resident_b, max_experts, context) -> list[FrontierPoint]:
+    """Exact frontier under resident/expert-count limits: the Pareto envelope of the programme's
+    frontiers over every maximal expert set that fits the limits."""
+    n = len(p.experts)
+    res_cap = math.inf if max_resident_b is None else max_resident_b * (1 + _REL_TOL) + _REL_TOL
+    k_cap = n + 1 if max_experts is None else int(max_experts)
+    fb = p.fallback_index
+    base = {int(np.flatnonzero(p.allowed[i])[0]) for i in np.flatnonzero(p.allowed.sum(axis=1) == 1)}
+    if fb is not None:
+        base.add(fb)
+    base_res = sum(p.total[j] for j in base) + (0.0 if fb is not None else p.registry.total(p.fallback_expert))
+    base_cnt = len(base) + (0 if fb is not None else 1)
+    if base_res > res_cap or base_cnt > k_cap:
+        raise _infeasible_limits(p, 0.0, max_resident_b, max_experts, context)
+    cands = [j for j in range(n) if j not in base]
+    subsets: list[set[int]] = []
+    visited = 0
+
+    def dfs(k: int, chosen: set[int], res: float, cnt: int) -> None:
+        nonlocal visited
+        visited += 1
+        if visited > 200_000:
+            raise MappingError(
+                f"{context}: too many expert sets fit the limits to enumerate the whole frontier; "
+                "pass budgets=[...] (each is then solved exactly by branch and bound)"
+            )
+        if k == len(cands):
+            if not any(j not in chosen and res + p.total[j] <= res_cap and cnt < k_cap for j in cands):
+                subsets.append(base | chosen)
+            return
+        j = cands[k]
+        if res + p.total[j] <= res_cap and cnt < k_cap:
+            chosen.add(j)
+            dfs(k + 1, chosen, res + p.total[j], cnt + 1)
+            chosen.discard(j)
+        dfs(k + 1, chosen, res, cnt)
+
+    dfs(0, set(), base_res, base_cnt)
+    fronts, cost, value, owner, state = [], [], [], [], []
+    for s_idx, subset in enumerate(subsets):
+        mask = np.zeros(n, dtype=bool)
+        mask[list(subset)] = True
+        fr = _pareto(p, mask)
+        fronts.append(fr)
+        if fr is None:
+            continue
+        cost.append(fr.cost)
+        value.append(fr.value)
+        owner.append(np.full(len(fr.cost), s_idx))
+        state.append(np.arange(len(fr.cost)))
+    if not cost:
+        raise _infeasible_limits(p, 0.0, max_resident_b, max_experts, context)
+    c, v, o, st = (np.concatenate(x) for x in (cost, value, owner, state))
+    order = np.lexsort((-v, c))
+    c, v, o, st = c[order], v[order], o[order], st[order]
+    prev = np.maximum.accumulate(v)
+    keep = np.empty(len(v), dtype=bool)
+    keep[0] = True
+    keep[1:] = v[1:] > prev[:-1] + _VALUE_TOL * np.maximum(1.0, np.abs(prev[:-1]))
+    kept = np.flatnonzero(keep)
+    same = np.zeros(len(kept), dtype=bool)
+    same[:-1] = np.diff(c[kept]) <= _VALUE_TOL * np.maximum(1.0, np.abs(c[kept][1:]))
+    kept = kept[~same]
+    points = []
+    for k in kept:
+        choice = p.complete(fronts[o[k]].recover([st[k]])[0])
+        points.append(_point(p, float(c[k]), choice))
+    return points
 
 
 def _point(p: _Problem, budget: float, choice) -> FrontierPoint:
