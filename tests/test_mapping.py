@@ -258,3 +258,18 @@ def test_figures(reg):
     assert list(heat.data[0].x) == EXPERTS and list(heat.data[0].y) == ["chat", "law", "math"]
     assert sorted(zip(heat.data[1].y, heat.data[1].x)) == [("chat", "phi"), ("law", "llama"), ("math", "qwen")]
     assert len(category_expert_heatmap(s).data) == 1
+
+
+def test_realised_metrics_with_router_predictions(reg):
+    s = _scores()
+    m = make_map()
+    predicted = ["math", "law", "fallback", "chat"]  # m2 misrouted to law, l1 to the fallback
+    realised = m.metrics(s.with_categories(predicted), reg)
+    chosen = m.experts_for(predicted)
+    assert chosen.tolist() == ["qwen", "llama", "llama", "phi"]
+    per_prompt = [s.values[i, EXPERTS.index(e)] for i, e in enumerate(chosen)]
+    assert realised.expected_score == pytest.approx(np.mean(per_prompt))
+    assert realised.average_active_params_b == pytest.approx(np.mean([reg.active(e) for e in chosen]))
+    assert "fallback" in set(realised.per_category.category)
+    with pytest.raises(MappingError, match=r"categories \['poetry'\] are not in the map"):
+        m.experts_for(["math", "poetry"])

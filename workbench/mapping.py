@@ -277,6 +277,23 @@ class CategoryExpertMap:
 
     __getitem__ = expert_for
 
+    def experts_for(self, categories: Iterable[str]) -> np.ndarray:
+        """Vectorised :meth:`expert_for`: the expert of each category (e.g. a router's predictions).
+
+        Examples
+        --------
+        >>> m = CategoryExpertMap({"math": "qwen", "fallback": "llama"})
+        >>> m.experts_for(["math", "fallback", "math"]).tolist()
+        ['qwen', 'llama', 'qwen']
+        """
+        cats = [str(c) for c in categories]
+        unknown = sorted(set(cats) - set(self._assign))
+        if unknown:
+            raise MappingError(
+                f"categories {unknown} are not in the map; known categories: {', '.join(self._assign)}"
+            )
+        return np.array([self._assign[c] for c in cats], dtype=object).astype(str) if cats else np.array([], dtype=str)
+
     def __contains__(self, category: object) -> bool:
         return category in self._assign
 
@@ -389,6 +406,23 @@ class CategoryExpertMap:
             Category frequencies (normalised here). Default: the scores' category shares, or equal
             weights for a means table. The fallback category counts only when it has a positive
             weight and a row in the means.
+
+        Notes
+        -----
+        With the true categories this is the map's expected quality. For what a router plus this
+        map actually achieve, relabel the prompts with the router's predictions (``"fallback"``
+        included): ``m.metrics(scores.with_categories(router.predict(X)), registry)`` is then
+        the mean over prompts of the score of the expert each prompt is sent to, and the mean of
+        its active parameters.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> means = pd.DataFrame({"a": [1.0, 0.0], "b": [0.5, 0.5]}, index=["x", "y"])
+        >>> m = CategoryExpertMap({"x": "a", "y": "b", "fallback": "b"})
+        >>> met = m.metrics(means, ModelRegistry({"a": 7.0, "b": 13.0}), {"x": 3, "y": 1})
+        >>> met.expected_score, met.average_active_params_b, met.resident_params_b
+        (0.875, 8.5, 20.0)
         """
         means, w = _means_and_weights(scores, weights, map_categories=self.categories)
         registry.require(self.experts_used, context="CategoryExpertMap.metrics")
