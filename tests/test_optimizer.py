@@ -10,7 +10,6 @@ import pytest
 
 from workbench.errors import InfeasibleBudgetError, MappingError, RegistryError, ScoresError
 from workbench.mapping import (
-    CategoryExpertMap,
     monolithic_baselines,
     optimize_mapping,
     pareto_frontier,

@@ -698,8 +698,6 @@ class _Problem:
 def _prepare(category_means, weights, registry, locked, fallback_expert, *, context: str) -> _Problem:
     import pandas as pd
 
-    from workbench.scores import ExpertScores
-
     if not isinstance(registry, ModelRegistry):
         raise RegistryError(f"{context}: registry must be a ModelRegistry, got {type(registry).__name__}")
     means, w = _means_and_weights(category_means, weights)
