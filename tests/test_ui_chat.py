@@ -68,12 +68,12 @@ class _StandInCoE:
     """``stream`` contract of workbench.coe.CoE over a real pool; routes by a keyword rule."""
 
     pool: object
-    mapping: dict = field(default_factory=lambda: {"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"})
+    mapping: object  # a CategoryExpertMap; read at every call, so map edits apply at once
 
     def route(self, prompt):
         words = set(re.findall(r"\w+", prompt.lower()))
         category = "law" if words & {"law", "court", "contract", "landlord", "statute", "sue"} else "math"
-        return category, 1.0, False, self.mapping[category]
+        return category, 1.0, False, self.mapping.expert_for(category)
 
     def stream(self, prompt, **gen):
         category, confidence, fallback, expert = self.route(prompt)
@@ -105,24 +105,34 @@ def make_pool(tiny_experts):
     return ExpertPool(specs, gpu_memory=None, cpu_memory="256MiB")
 
 
-def make_coe(pool):
+def make_mapping(pool):
+    from workbench.mapping import CategoryExpertMap
+
+    return CategoryExpertMap({"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"},
+                             experts=list(pool.names))
+
+
+def fit_router(embedder):
+    import numpy as np
+
+    from workbench.router import CategoryRouter
+
+    texts = [t for ts in CATEGORY_PROMPTS.values() for t in ts]
+    labels = np.array([c for c, ts in CATEGORY_PROMPTS.items() for _ in ts])
+    return CategoryRouter(head="logreg").fit(embedder.encode(texts), labels)
+
+
+def make_coe(pool, mapping=None, embedder=None, router=None):
     """The real CoE when it exists, else the stand-in (same stream contract)."""
+    mapping = mapping if mapping is not None else make_mapping(pool)
     try:
         from workbench.coe import CoE
     except ImportError:
-        return _StandInCoE(pool)
-    import numpy as np
-
+        return _StandInCoE(pool, mapping)
     from workbench.embed import Embedder
-    from workbench.mapping import CategoryExpertMap
-    from workbench.router import CategoryRouter
 
-    embedder = Embedder(progress=False)
-    texts = [t for ts in CATEGORY_PROMPTS.values() for t in ts]
-    labels = np.array([c for c, ts in CATEGORY_PROMPTS.items() for _ in ts])
-    router = CategoryRouter(head="logreg").fit(embedder.encode(texts), labels)
-    mapping = CategoryExpertMap({"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"},
-                                experts=list(pool.names))
+    embedder = embedder or Embedder(progress=False)
+    router = router or fit_router(embedder)
     return CoE(embedder, router, mapping, pool)
 
 

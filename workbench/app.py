@@ -122,9 +122,27 @@ def _mapping_tab(bundle: Any):
         return _missing("Mapping", "workbench.ui.mapping_editor (the category-to-expert map editor) "
                         "could not be imported.", exc)
     try:
-        return MappingEditorPanel(MappingEditorModel.from_bundle(bundle))
+        editor = MappingEditorModel.from_bundle(bundle)
     except Exception as exc:
         return _missing("Mapping", "building the mapping editor failed.", exc)
+    _follow_editor(bundle, editor)
+    return MappingEditorPanel(editor)
+
+
+def _follow_editor(bundle: Any, editor: Any) -> None:
+    """Point the session's bundle and CoE at the editor's own map, so chat routes with the edits."""
+    def link(*_: Any) -> None:
+        mapping = editor.mapping
+        try:
+            bundle.mapping = mapping
+        except (AttributeError, dataclasses.FrozenInstanceError):
+            return
+        coe = getattr(bundle, "coe", None)
+        if coe is not None and hasattr(coe, "mapping"):
+            coe.mapping = mapping
+
+    link()
+    editor.param.watch(link, "version")
 
 
 def _chat_tab(bundle: Any):
@@ -200,11 +218,14 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
         f"<h2 style='margin:4px 0'>{TITLE}</h2><span style='color:#57606a'>Composition of Experts: "
         "embed, map, route, edit the category-to-expert map, chat with the live CoE</span></div>",
         sizing_mode="stretch_width")
-    panels = pn.Tabs(*[(name, TABS[name](own)) for name in names], dynamic=False,
+    # the mapping editor first: the session's CoE then routes with the editor's own map
+    built = {name: TABS[name](own) for name in sorted(names, key=lambda n: n != "Mapping")}
+    panels = pn.Tabs(*[(name, built[name]) for name in names], dynamic=False,
                      sizing_mode="stretch_width", css_classes=["coe-tabs"])
     app = pn.Column(header, panels, sizing_mode="stretch_width")
     app.bundle = own  # for tests and notebooks: the session's own objects
     app.tabs = panels
+    app.views = built  # tab name -> its view (each view has .model when it is a real panel)
     return app
 
 
