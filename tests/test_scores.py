@@ -178,7 +178,16 @@ def test_from_mmlu_pro_on_synthetic_files(tmp_path):
     assert s.prompt_ids == ["1", "2"]  # common questions only
     assert s.values.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # pred None counts as wrong
     assert s.categories.tolist() == ["math", "law"]
-    full = ExpertScores.from_mmlu_pro(tmp_path, common_only=False)
+    again = ExpertScores.from_mmlu_pro(tmp_path)  # from the on-disk cache
+    assert again.values.tolist() == s.values.tolist() and again.prompt_ids == s.prompt_ids
+    assert again.categories.tolist() == s.categories.tolist() and again.experts == s.experts
+    # a changed file invalidates the cache
+    _write_mmlu_zip(tmp_path / "model_outputs_beta-7B_5shots.zip",
+                    [rec(1, "math", "A"), rec(2, "law", "A"), rec(3, "law", "A")])
+    assert ExpertScores.from_mmlu_pro(tmp_path).values.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+    _write_mmlu_zip(tmp_path / "model_outputs_beta-7B_5shots.zip",
+                    [rec(1, "math", "B"), rec(2, "law", "A")])
+    full = ExpertScores.from_mmlu_pro(tmp_path, common_only=False, cache=False)
     assert full.prompt_ids == ["1", "2", "3"] and full.values[2].tolist() == [0.0, 0.0]
     assert ExpertScores.from_mmlu_pro(tmp_path, models=["beta-7B"]).experts == ["beta-7B"]
     with pytest.raises(ScoresError, match="no MMLU-Pro result file for model.*'gamma'.*available: alpha, beta-7B"):

@@ -66,6 +66,35 @@ def mmlu_pro_model_files(directory: str | os.PathLike) -> dict[str, Path]:
     return files
 
 
+def _mmlu_cache_path(files: Mapping[str, Path], common_only: bool) -> Path | None:
+    import hashlib
+
+    from workbench._paths import cache_dir
+
+    h = hashlib.sha256(b"mmlu-pro-scores-v1")
+    h.update(str(common_only).encode())
+    for name, path in files.items():
+        st = path.stat()
+        h.update(f"|{name}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    try:
+        return cache_dir("scores") / f"mmlu-pro-{h.hexdigest()[:20]}.npz"
+    except OSError:  # read-only home etc.: no cache
+        return None
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    import io
+
+    from workbench._paths import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
+
+
 def _read_mmlu_records(path: Path) -> list[dict]:
     import json
     import zipfile
@@ -226,6 +255,7 @@ class ExpertScores:
         *,
         models: Sequence[str] | None = None,
         common_only: bool = True,
+        cache: bool = True,
     ) -> "ExpertScores":
         """Correctness (1.0 if ``pred == answer`` else 0.0) of each model on each MMLU-Pro question.
 
@@ -238,6 +268,9 @@ class ExpertScores:
         common_only : bool
             Keep only questions every model answered (12,002 of 12,032 in the shared data).
             With ``False`` a question missing from a model's file scores 0.0 for that model.
+        cache : bool
+            Keep the parsed matrix in the workbench cache (``.npz``, keyed by the files' names,
+            sizes and modification times) so the next call skips parsing ~200 MB of JSON.
 
         Returns
         -------
@@ -260,6 +293,14 @@ class ExpertScores:
                     f"available: {', '.join(files)}"
                 )
             files = {m: files[m] for m in models}
+        cache_path = _mmlu_cache_path(files, common_only) if cache else None
+        if cache_path is not None and cache_path.exists():
+            try:
+                with np.load(cache_path, allow_pickle=False) as z:
+                    cats = z["categories"].tolist() if z["has_categories"] else None
+                    return cls(z["values"], z["prompt_ids"].tolist(), z["experts"].tolist(), cats)
+            except Exception:  # a damaged cache entry is rebuilt below
+                pass
         per_model: dict[str, dict[str, float]] = {}
         cats: dict[str, str] = {}
         for name, path in files.items():
@@ -281,7 +322,13 @@ class ExpertScores:
         categories = [cats.get(q) for q in ids]
         if any(c is None for c in categories):
             categories = None
-        return cls(values, ids, names, categories)
+        out = cls(values, ids, names, categories)
+        if cache_path is not None:
+            _save_npz(cache_path, values=values, prompt_ids=np.asarray(ids, dtype=str),
+                      experts=np.asarray(names, dtype=str),
+                      categories=np.asarray(categories or [], dtype=str),
+                      has_categories=np.asarray(categories is not None))
+        return out
 
     @classmethod
     def from_long(
