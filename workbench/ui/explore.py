@@ -810,9 +810,9 @@ class EmbedPanel(pn.viewable.Viewer):
 
         self.model = model
         self._input = pn.widgets.TextAreaInput(
-            name="Prompt", value=model.text, placeholder="Type or paste a prompt",
+            label="Prompt", value=model.text, placeholder="Type or paste a prompt",
             height=110, sizing_mode="stretch_width", css_classes=[CSS["embed_input"]])
-        self._button = pn.widgets.Button(name="Embed and route", button_type="primary",
+        self._button = pn.widgets.Button(label="Embed and route", color="primary",
                                          css_classes=[CSS["embed_button"]])
         self._button.on_click(lambda e: self._submit())
         self._result = pn.pane.HTML("", css_classes=[CSS["embed_result"]],
@@ -881,9 +881,9 @@ class ClusterMapPanel(pn.viewable.Viewer):
         self.model = model
         self._method = pn.widgets.RadioButtonGroup.from_param(
             model.param.method, options={"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"},
-            css_classes=[CSS["method"]], name="projection")
+            css_classes=[CSS["method"]])
         self._color = pn.widgets.Select.from_param(
-            model.param.color_by, name="Colour by", css_classes=[CSS["color_by"]], width=200,
+            model.param.color_by, label="Colour by", css_classes=[CSS["color_by"]], width=200,
             options={"category": "category", "best expert": "best_expert",
                      "router error": "router_error", "discovered cluster": "discovered"})
         self._status = pn.pane.HTML("", css_classes=[CSS["map_status"]],
@@ -893,15 +893,15 @@ class ClusterMapPanel(pn.viewable.Viewer):
         self._plot.param.watch(self._on_select, ["selected_data"])
         self._count = pn.pane.HTML("", css_classes=[CSS["selection_count"]])
         self._table = _table(model.selected_frame(), CSS["selection"], height=280)
-        self._relabel_name = pn.widgets.TextInput(name="New category", placeholder="e.g. math",
+        self._relabel_name = pn.widgets.TextInput(label="New category", placeholder="e.g. math",
                                                   css_classes=[CSS["relabel_input"]], width=200)
-        self._relabel = pn.widgets.Button(name="Relabel selection", button_type="warning",
+        self._relabel = pn.widgets.Button(label="Relabel selection", color="warning",
                                           css_classes=[CSS["relabel"]])
         self._path = pn.widgets.TextInput(
-            name="Labels file (.jsonl / .csv)", css_classes=[CSS["labels_path"]],
+            label="Labels file (.jsonl / .csv)", css_classes=[CSS["labels_path"]],
             placeholder=str(model.labels_path or "default: the cache's labels folder"))
-        self._save = pn.widgets.Button(name="Save labels", css_classes=[CSS["save_labels"]])
-        self._clear = pn.widgets.Button(name="Clear selection", css_classes=[CSS["clear"]])
+        self._save = pn.widgets.Button(label="Save labels", css_classes=[CSS["save_labels"]])
+        self._clear = pn.widgets.Button(label="Clear selection", css_classes=[CSS["clear"]])
         self._relabel.on_click(lambda e: self._run(
             lambda: model.relabel(self._relabel_name.value)))
         self._save.on_click(lambda e: self._run(

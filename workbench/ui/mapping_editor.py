@@ -284,13 +284,22 @@ class MappingEditorModel(param.Parameterized):
         return applied
 
     def _changed(self, message: str) -> None:
-        self._autosave()
-        self.status = message
+        ok = self._autosave()
+        self.status = message if ok else self.status
         self.version += 1
 
-    def _autosave(self) -> None:
-        if self.autosave and self.autosave_path is not None:
-            self._map.save(self.autosave_path)  # atomic: temp file + fsync + rename
+    def _autosave(self) -> bool:
+        """Save the map atomically (temp file + fsync + rename): a failure or crash midway
+        leaves the previous autosave intact. Failures are reported in :attr:`status`."""
+        if not (self.autosave and self.autosave_path is not None):
+            return True
+        try:
+            self._map.save(self.autosave_path)
+        except OSError as exc:
+            self.status = (f"error: autosave to {self.autosave_path} failed ({exc}); the edit "
+                           "is kept in this session, save the map to another file")
+            return False
+        return True
 
     def set_expert(self, category: str, expert: str) -> None:
         """Send ``category`` to ``expert`` (one undoable edit, autosaved).
@@ -450,25 +459,25 @@ class MappingEditorPanel(pn.viewable.Viewer):
                      "locked": {"type": "tickCross"}},
             formatters={"category": {"type": "html"}, "locked": {"type": "tickCross"},
                         "expert": {"type": "plaintext"}},
-            css_classes=[CSS["table"]], name="mapping-table",
+            css_classes=[CSS["table"]],
         )
         self._table.on_edit(self._on_edit)
         self._metrics = pn.pane.Markdown(_format_metrics(model), css_classes=[CSS["metrics"]])
         self._plot = pn.pane.Plotly(model.figure(), css_classes=[CSS["frontier"]],
                                     sizing_mode="stretch_width", height=380)
-        self._budget = pn.widgets.FloatInput(name="Budget (avg active params, B)",
+        self._budget = pn.widgets.FloatInput(label="Budget (avg active params, B)",
                                              value=model.budget_b, start=0.0, step=0.1,
                                              css_classes=[CSS["budget"]], width=200)
-        self._optimise = pn.widgets.Button(name="Optimise at budget", button_type="primary",
+        self._optimise = pn.widgets.Button(label="Optimise at budget", color="primary",
                                            css_classes=[CSS["optimise"]])
-        self._undo = pn.widgets.Button(name="Undo", css_classes=[CSS["undo"]],
+        self._undo = pn.widgets.Button(label="Undo", css_classes=[CSS["undo"]],
                                        disabled=not model.can_undo)
-        self._redo = pn.widgets.Button(name="Redo", css_classes=[CSS["redo"]],
+        self._redo = pn.widgets.Button(label="Redo", css_classes=[CSS["redo"]],
                                        disabled=not model.can_redo)
-        self._path = pn.widgets.TextInput(name="Map file (.yaml / .json)",
+        self._path = pn.widgets.TextInput(label="Map file (.yaml / .json)",
                                           placeholder="my_map.yaml", css_classes=[CSS["path"]])
-        self._save = pn.widgets.Button(name="Save", css_classes=[CSS["save"]])
-        self._load = pn.widgets.Button(name="Load", css_classes=[CSS["load"]])
+        self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
+        self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
         self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
         self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value)))
         self._undo.on_click(lambda e: self._run(model.undo))
