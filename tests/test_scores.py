@@ -25,6 +25,16 @@ def small():
                         ["math", "law", "math", "law", "math"])
 
 
+def test_values_are_a_read_only_copy():
+    arr = np.array([[1.0, 0.0]])
+    s = ExpertScores(arr, ["p"], ["a", "b"])
+    assert arr.flags.writeable  # the caller's array is untouched
+    arr[0, 0] = 0.0
+    assert s.values[0, 0] == 1.0
+    with pytest.raises(ValueError):
+        s.values[0, 0] = 5.0
+
+
 def test_summaries(small):
     means = small.category_means()
     assert list(means.index) == ["law", "math"] and list(means.columns) == ["a", "b", "c"]

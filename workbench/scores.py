@@ -155,7 +155,7 @@ class ExpertScores:
         categories: Sequence[str] | None = None,
     ) -> None:
         try:
-            arr = np.asarray(values, dtype=float)
+            arr = np.array(values, dtype=float)  # a copy: it is made read-only below
         except (TypeError, ValueError) as exc:
             raise ScoresError(f"scores must be numbers: {exc}") from None
         if arr.ndim != 2:
@@ -520,7 +520,7 @@ class ExpertScores:
         """Long table of per-(category, expert) mean, count and confidence interval.
 
         Binary (0/1) scores get a Wilson score interval; other scores a Student-t interval on the
-        mean (a single prompt gives an interval of NaN width... i.e. ``ci_low = ci_high = NaN``).
+        mean (``NaN`` bounds for a category with a single prompt).
 
         Returns
         -------
