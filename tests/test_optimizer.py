@@ -10,6 +10,7 @@ import pytest
 
 from workbench.errors import InfeasibleBudgetError, MappingError, RegistryError, ScoresError
 from workbench.mapping import (
+    CategoryExpertMap,
     monolithic_baselines,
     optimize_mapping,
     pareto_frontier,
@@ -430,6 +431,20 @@ def test_bad_inputs_are_clear_errors():
         optimize_mapping(means, {**weights, "law": -1}, reg, budget_active_b=20)
     with pytest.raises(MappingError, match="budget_active_b must be a finite number"):
         optimize_mapping(means, weights, reg, budget_active_b=float("nan"))
+
+
+def test_params_file_missing_a_model_names_the_model_and_the_file(tmp_path):
+    means, weights, _ = _toy()
+    path = tmp_path / "params.yaml"
+    path.write_text("- {name: small, total_params_b: 7}\n- {name: mid, total_params_b: 13}\n")
+    reg = ModelRegistry.from_file(path)
+    with pytest.raises(RegistryError, match=r"no parameter counts for 'large'\. Add it to .*params\.yaml"):
+        optimize_mapping(means, weights, reg, budget_active_b=20)
+    with pytest.raises(RegistryError, match="'large'"):
+        pareto_frontier(means, weights, reg)
+    m = CategoryExpertMap({"chat": "small", "math": "large", "law": "mid", "fallback": "large"})
+    with pytest.raises(RegistryError, match=r"CategoryExpertMap\.metrics: no parameter counts for 'large'"):
+        m.metrics(means, reg, weights)
 
 
 def test_nan_is_fine_when_the_category_is_locked_away_from_it():
