@@ -18,8 +18,12 @@ A dynamic programme over categories keeps the set of non-dominated ``(cost, valu
 (no other partial map is both cheaper and better), so after the last category that set *is* the
 Pareto frontier and the optimum for any budget is a binary search away. Back-pointers recover each
 map. Resident-parameter and expert-count limits are handled by an exact branch and bound over the
-set of allowed experts that uses the same programme as its bound. Ties in score go to the cheaper
-map. Budgets are compared with a relative tolerance of 1e-9.
+set of allowed experts that uses the same programme as its bound (per budget), or by the envelope
+of the frontiers of every maximal expert set within the limits (the whole frontier). Ties in score
+go to the cheaper map. Budgets are compared with a relative tolerance of 1e-9.
+
+Categories with zero weight cost nothing and earn nothing; they go to the best-scoring expert
+already in use, so they never add resident memory.
 
 Examples
 --------
@@ -1146,7 +1150,8 @@ def _infeasible_limits(p, budget, max_resident_b, max_experts, context) -> Infea
     return InfeasibleBudgetError(
         f"{context}: budget_active_b={budget:g} is below the smallest feasible average active "
         f"parameters under {lim}, {smallest:.6g}B; raise the budget to at least {smallest:.6g} "
-        "or loosen the limits"
+        f"or loosen the limits (the fallback expert {p.fallback_expert!r} and any locked experts "
+        "count towards them)"
     )
 
 
