@@ -438,3 +438,93 @@ def test_pool_runner_reports_a_broken_expert_and_finishes_the_rest(tmp_path):
         assert res.nodes["c"].prompt.startswith("Write a poem ")
     finally:
         pool.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# figure, view model, command
+
+
+def test_graph_figure_before_and_after_execution():
+    pytest.importorskip("plotly")
+    from workbench.plots.compose import expert_colors, graph_figure
+
+    g = graph(("a", "root", [], "x"), ("b", "left {{a}}", [], "y"), ("c", "right {{a}}", [], "broken"),
+              ("d", "join {{b}} {{c}}", [], "x"))
+    before = graph_figure(g)
+    assert len(before.layout.annotations) == len(g.edges()) == 4
+    assert {t.name for t in before.data if t.showlegend is not False} == {"x", "y", "broken"}
+    assert "depth 3, width 2" in before.layout.title.text
+
+    res = GraphExecutor(Recorder(delay=0.02, fail={"broken"})).run(g)
+    after = graph_figure(res)
+    bars = {t.y[0].split(":")[0]: t for t in after.data}
+    assert set(bars) == {"a", "b", "c", "d"}
+    assert bars["c"].marker.line.color == "#cf222e" and bars["c"].text[0] == "failed"
+    assert bars["d"].text[0] == "skipped" and bars["d"].marker.color == "#d0d7de"
+    assert abs(bars["b"].base[0] - res.nodes["b"].start_s) < 1e-9
+    assert after.layout.xaxis.title.text == "seconds since the run started"
+    assert "missing: c, d" in after.layout.title.text
+    # arrows only between nodes that ran (b after a; c after a)
+    assert len(after.layout.annotations) == 2
+    colors = expert_colors(["y", "x", "x", None])
+    assert list(colors) == ["x", "y"] and colors["x"] != colors["y"]
+
+
+def _fake_model():
+    pytest.importorskip("panel")
+    from workbench.ui.compose_view import ComposeModel
+
+    router = SimilarityNodeRouter(WordEmbedder(), {"math": "maths solve numbers multiply", "lang": "translate spanish"})
+
+    def make(*, decomposer, routing, aggregator, max_parallel, max_new_tokens):
+        return Composer(Recorder(), node_router=router, decomposer=decomposer, aggregator=aggregator,
+                        llm_expert="lang", max_parallel=max_parallel or None)
+
+    return ComposeModel(make)
+
+
+def test_compose_model_runs_previews_and_reports_errors():
+    model = _fake_model()
+    model.query = "Multiply 12 by 7. Then translate the result into <b>Spanish</b>."
+    graph = model.preview()
+    assert graph.experts() == {"q1": "math", "q2": "lang"} and model.result is None
+    assert list(model.nodes_frame()["status"]) == ["waiting", "waiting"]
+    result = model.run()
+    assert result.complete and model.result is result and not model.running
+    assert model.status.startswith("2/2 answered") and "aggregation: llm" in model.status
+    frame = model.nodes_frame()
+    assert list(frame["status"]) == ["ok", "ok"] and frame.loc[1, "needs"] == "q1"
+    assert model.figure() is not None and model.version >= 4  # start + end per node
+    model.decomposer = "llm"
+    with pytest.raises(DecomposeError):
+        model.run()
+    assert "no valid query graph" in model.error and model.status == "error"
+    model.query = "  "
+    with pytest.raises(GraphError, match="the query is empty"):
+        model.run()
+
+
+def test_compose_panel_escapes_model_text():
+    from workbench.ui.compose_view import ComposePanel
+
+    model = _fake_model()
+    model.query = "Say <script>alert(1)</script> please"
+    model.aggregator = "template"
+    panel = ComposePanel(model)
+    model.run()
+    panel.refresh()
+    assert "<script>" not in panel._answer.object and "&lt;script&gt;" in panel._answer.object
+    assert panel._figure.object is not None and len(panel._table.value) == len(model.graph)
+
+
+def test_compose_command_errors_are_clear(tmp_path, capsys):
+    from workbench.cli import main
+
+    assert main(["compose"]) == 2
+    assert "give a QUERY" in capsys.readouterr().err
+    bad = tmp_path / "g.json"
+    bad.write_text('{"nodes": [{"id": "a", "text": "x", "depends_on": ["b"]}]}')
+    assert main(["compose", "--graph", str(bad)]) == 2
+    assert "depends on unknown node 'b'" in capsys.readouterr().err
+    assert main(["compose", "--graph", str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

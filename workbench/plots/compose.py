@@ -195,7 +195,7 @@ def _timeline(graph, nodes, execution, colors) -> go.Figure:
             shown.add(expert)
     for up, down in graph.edges():
         ru, rd = nodes.get(up), nodes.get(down)
-        if ru is None or rd is None or ru.end_s is None or rd.start_s is None:
+        if ru is None or rd is None or ru.end_s is None or rd.start_s is None or rd.status == "skipped":
             continue
         is_cp = (up, down) in critical
         fig.add_annotation(x=rd.start_s, y=labels[row[down]], ax=ru.end_s, ay=labels[row[up]],

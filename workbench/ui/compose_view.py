@@ -203,17 +203,17 @@ class ComposePanel(pn.viewable.Viewer):
             model = ComposeModel.from_bundle(model)
         super().__init__(**params)
         self.model = model
-        self._query = pn.widgets.TextAreaInput.from_param(model.param.query, name="Query", height=80,
+        self._query = pn.widgets.TextAreaInput.from_param(model.param.query, label="Query", height=80,
                                                           sizing_mode="stretch_width")
-        self._examples = pn.widgets.Select(name="Examples", options=["(pick an example)"] + EXAMPLES, width=260)
+        self._examples = pn.widgets.Select(label="Examples", options=["(pick an example)"] + EXAMPLES, width=260)
         self._examples.param.watch(self._pick_example, "value")
-        controls = [pn.widgets.RadioButtonGroup.from_param(model.param.decomposer, name="decomposer"),
-                    pn.widgets.RadioButtonGroup.from_param(model.param.routing, name="routing"),
-                    pn.widgets.RadioButtonGroup.from_param(model.param.aggregator, name="aggregator"),
-                    pn.widgets.IntInput.from_param(model.param.max_parallel, name="max parallel (0: width)", width=150),
-                    pn.widgets.IntInput.from_param(model.param.max_new_tokens, name="new tokens", width=110)]
-        self._run = pn.widgets.Button(name="Run", button_type="primary", width=90)
-        self._preview = pn.widgets.Button(name="Decompose only", width=130)
+        controls = [pn.widgets.RadioButtonGroup.from_param(model.param.decomposer, label="decomposer"),
+                    pn.widgets.RadioButtonGroup.from_param(model.param.routing, label="routing"),
+                    pn.widgets.RadioButtonGroup.from_param(model.param.aggregator, label="aggregator"),
+                    pn.widgets.IntInput.from_param(model.param.max_parallel, label="max parallel (0: width)", width=150),
+                    pn.widgets.IntInput.from_param(model.param.max_new_tokens, label="new tokens", width=110)]
+        self._run = pn.widgets.Button(label="Run", button_type="primary", width=90)
+        self._preview = pn.widgets.Button(label="Decompose only", width=130)
         self._run.on_click(self._on_run)
         self._preview.on_click(self._on_preview)
         self._status = pn.pane.HTML("", stylesheets=[_STYLES], sizing_mode="stretch_width")
