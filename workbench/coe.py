@@ -1,0 +1,416 @@
+"""The CoE runtime: embed -> route -> map -> expert pool -> answer, with a Trace of every step.
+
+A :class:`CoE` ties together an embedder (``encode(texts) -> array``), a category router
+(``route(X) -> Routing``, e.g. :class:`~workbench.router.CategoryRouter`), a category-to-expert
+map (:class:`~workbench.mapping.CategoryExpertMap`) and an expert pool
+(:class:`~workbench.experts.ExpertPool`). Each answer comes with a :class:`Trace`: the category and
+its probability, whether the low-confidence fallback rule fired, the expert, the memory tier it was
+found in, the switch time, the embed/route/generate times and tokens per second.
+
+A failing expert (a load error, an exception mid-generation) never crashes the runtime: the Trace
+carries a clear error and, with ``on_error="fallback"``, the fallback expert answers instead. The
+pool releases the failed expert, so it stays consistent and usable.
+
+Examples
+--------
+>>> coe = CoE(embedder, router, mapping, pool)           # doctest: +SKIP
+>>> answer = coe.generate("Solve 2x + 3 = 11")           # doctest: +SKIP
+>>> answer.trace.expert, answer.trace.tokens_per_s       # doctest: +SKIP
+>>> for chunk in coe.stream("Write a haiku about rain"):  # doctest: +SKIP
+...     print(chunk if isinstance(chunk, str) else chunk.trace, end="")
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from workbench.constants import FALLBACK_CATEGORY
+from workbench.errors import ExpertError, MappingError, WorkbenchError
+
+__all__ = ["Answer", "CoE", "Route", "Trace", "ON_ERROR"]
+
+#: What :class:`CoE` does when an expert fails.
+ON_ERROR = ("fallback", "raise", "report")
+
+
+@dataclass
+class Trace:
+    """How one prompt was answered.
+
+    Attributes
+    ----------
+    prompt : str
+    category : str
+        The routed category (``"fallback"`` when the router was unsure).
+    confidence : float
+        The router's confidence (probability of the predicted category under the default rule).
+    is_fallback : bool
+        True when the low-confidence rule sent the prompt to the fallback category.
+    expert : str
+        The expert whose answer is returned (the fallback expert after a failure).
+    tier_found : str
+        Where that expert was when asked for: ``gpu``, ``cpu``, ``disk`` or ``cold``.
+    switch_s, embed_s, route_s, generate_s : float
+        Seconds to switch the expert in, embed the prompt, route it, and generate.
+    new_tokens : int
+    tokens_per_s : float
+    error : str or None
+        What went wrong with the routed expert (load error, exception mid-generation), if
+        anything.
+    used_fallback_expert : bool
+        True when the fallback expert answered because the routed expert failed.
+    predicted : str or None
+        The router's top category before the low-confidence rule.
+    routed_expert : str or None
+        The expert the map chose (differs from ``expert`` after a failure).
+    total_s : float
+        Wall time of the whole request.
+    """
+
+    prompt: str
+    category: str
+    confidence: float
+    is_fallback: bool
+    expert: str
+    tier_found: str = ""
+    switch_s: float = 0.0
+    embed_s: float = 0.0
+    route_s: float = 0.0
+    generate_s: float = 0.0
+    new_tokens: int = 0
+    tokens_per_s: float = 0.0
+    error: str | None = None
+    used_fallback_expert: bool = False
+    predicted: str | None = None
+    routed_expert: str | None = None
+    total_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """One line for terminals and logs."""
+        route = f"{self.category} ({self.confidence:.2f}" + (", low confidence" if self.is_fallback else "") + ")"
+        parts = [f"route: {route}", f"expert: {self.expert} [{self.tier_found or '?'}]",
+                 f"switch {self.switch_s * 1e3:.1f} ms", f"embed {self.embed_s * 1e3:.1f} ms",
+                 f"route {self.route_s * 1e3:.1f} ms", f"generate {self.generate_s:.2f} s",
+                 f"{self.new_tokens} tok @ {self.tokens_per_s:.1f} tok/s"]
+        if self.error:
+            parts.append(f"ERROR: {self.error}")
+        if self.used_fallback_expert:
+            parts.append(f"answered by fallback expert {self.expert} instead of {self.routed_expert}")
+        return " | ".join(parts)
+
+
+@dataclass
+class Answer:
+    """An answer and how it was produced."""
+
+    text: str
+    trace: Trace
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where :meth:`CoE.route` sends a prompt (no generation)."""
+
+    category: str
+    confidence: float
+    is_fallback: bool
+    expert: str
+
+    def __iter__(self):  # allows ``category, confidence, is_fallback, expert = coe.route(p)``
+        return iter((self.category, self.confidence, self.is_fallback, self.expert))
+
+
+class CoE:
+    """A live Composition of Experts.
+
+    Parameters
+    ----------
+    embedder : object with ``encode(texts) -> ndarray``
+        E.g. :class:`~workbench.embed.Embedder`.
+    router : object with ``route(X) -> Routing``
+        E.g. a fitted :class:`~workbench.router.CategoryRouter`.
+    mapping : CategoryExpertMap
+        Category -> expert, fallback category included. Read at every request, so edits (e.g.
+        in the map editor) take effect on the next prompt.
+    pool : ExpertPool
+        Holds every expert the map names.
+    on_error : {"fallback", "raise", "report"}
+        When the routed expert fails: answer with the fallback expert (the Trace keeps the
+        error), raise :class:`~workbench.errors.ExpertError`, or return an empty answer whose
+        Trace carries the error.
+    fallback_expert : str, optional
+        The expert used after a failure; default the map's fallback expert.
+    prefetch_next : bool
+        In :meth:`generate_batch`, prefetch the next group's expert while the current one
+        generates.
+
+    Raises
+    ------
+    MappingError
+        The map names experts the pool does not hold, or misses categories the router predicts.
+    """
+
+    def __init__(self, embedder, router, mapping, pool, *, on_error: str = "fallback",
+                 fallback_expert: str | None = None, prefetch_next: bool = True) -> None:
+        if on_error not in ON_ERROR:
+            raise WorkbenchError(f"on_error={on_error!r} is not one of {list(ON_ERROR)}")
+        if not hasattr(embedder, "encode"):
+            raise WorkbenchError(f"the embedder must have encode(texts); got {type(embedder).__name__}")
+        if not hasattr(router, "route"):
+            raise WorkbenchError(f"the router must have route(X) (e.g. a fitted CategoryRouter); "
+                                 f"got {type(router).__name__}")
+        self.embedder = embedder
+        self.router = router
+        self.mapping = mapping
+        self.pool = pool
+        self.on_error = on_error
+        self._fallback_expert = fallback_expert
+        self.prefetch_next = bool(prefetch_next)
+        self.check()
+
+    # ---------------------------------------------------------------------------- validation
+    @property
+    def fallback_expert(self) -> str:
+        """The expert that answers when the routed one fails."""
+        return self._fallback_expert or self.mapping.fallback_expert
+
+    def check(self) -> None:
+        """Validate map, router and pool against each other (done at construction).
+
+        Raises
+        ------
+        MappingError
+            Naming every unknown expert (with the pool's experts) or unmapped router category.
+        """
+        assignments = dict(self.mapping.assignments if hasattr(self.mapping, "assignments")
+                           else self.mapping)
+        pool_names = list(getattr(self.pool, "names", []))
+        unknown = {}
+        for cat, expert in assignments.items():
+            if expert not in self.pool:
+                unknown.setdefault(expert, []).append(cat)
+        if self._fallback_expert is not None and self._fallback_expert not in self.pool:
+            unknown.setdefault(self._fallback_expert, []).append("fallback_expert=")
+        if unknown:
+            detail = "; ".join(f"{e!r} (for {', '.join(cats)})" for e, cats in unknown.items())
+            raise MappingError(
+                f"the category-to-expert map names experts the pool does not hold: {detail}. "
+                f"The pool holds: {', '.join(pool_names) or '(none)'}. Add an ExpertSpec for each "
+                "to the pool, or reassign those categories (mapping.assign(category, expert))")
+        classes = getattr(self.router, "classes_", None)
+        if classes is not None:
+            fb = getattr(self.mapping, "fallback_category", FALLBACK_CATEGORY)
+            missing = [str(c) for c in classes if str(c) not in assignments]
+            router_fb = getattr(self.router, "fallback_category", fb)
+            if router_fb not in assignments:
+                missing.append(str(router_fb))
+            if missing:
+                raise MappingError(
+                    f"the router predicts categories the map does not cover: {', '.join(missing)}; "
+                    f"map covers: {', '.join(assignments)}. Assign each an expert")
+
+    # ------------------------------------------------------------------------------- routing
+    def _embed(self, texts: Sequence[str]):
+        import numpy as np
+
+        t0 = time.perf_counter()
+        X = np.asarray(self.embedder.encode(list(texts)))
+        return X, time.perf_counter() - t0
+
+    def _route_many(self, prompts: Sequence[str]) -> tuple[list[dict], float, float]:
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise WorkbenchError(f"a prompt must be non-empty text, got {p!r}")
+        X, embed_s = self._embed(prompts)
+        t0 = time.perf_counter()
+        routing = self.router.route(X)
+        route_s = time.perf_counter() - t0
+        out = []
+        for i in range(len(prompts)):
+            category = str(routing.category[i])
+            predicted = getattr(routing, "predicted", None)
+            out.append({
+                "category": category,
+                "confidence": float(routing.confidence[i]),
+                "is_fallback": bool(routing.is_fallback[i]),
+                "predicted": str(predicted[i]) if predicted is not None else category,
+                "expert": self.mapping.expert_for(category),
+            })
+        return out, embed_s, route_s
+
+    def route(self, prompt: str) -> Route:
+        """Where ``prompt`` would go: ``(category, confidence, is_fallback, expert)``; no generation."""
+        routes, _, _ = self._route_many([prompt])
+        r = routes[0]
+        return Route(r["category"], r["confidence"], r["is_fallback"], r["expert"])
+
+    # ---------------------------------------------------------------------------- generation
+    def _trace(self, prompt: str, r: dict, embed_s: float, route_s: float) -> Trace:
+        return Trace(prompt=prompt, category=r["category"], confidence=r["confidence"],
+                     is_fallback=r["is_fallback"], expert=r["expert"], embed_s=embed_s,
+                     route_s=route_s, predicted=r["predicted"], routed_expert=r["expert"])
+
+    @staticmethod
+    def _fill(trace: Trace, gen) -> None:
+        trace.tier_found = str(getattr(gen, "tier_found", "") or "")
+        trace.switch_s = float(getattr(gen, "switch_s", 0.0) or 0.0)
+        trace.generate_s = float(getattr(gen, "seconds", 0.0) or 0.0)
+        trace.new_tokens = int(getattr(gen, "new_tokens", 0) or 0)
+        trace.tokens_per_s = float(getattr(gen, "tokens_per_s", 0.0) or 0.0)
+
+    @staticmethod
+    def _describe(expert: str, exc: BaseException) -> str:
+        msg = str(exc)
+        if expert in msg:
+            return f"{type(exc).__name__}: {msg}"
+        return f"expert {expert!r} failed: {type(exc).__name__}: {msg}"
+
+    def _can_fall_back(self, trace: Trace) -> bool:
+        return self.on_error == "fallback" and self.fallback_expert != trace.expert
+
+    def _failed(self, trace: Trace, exc: BaseException) -> None:
+        trace.error = self._describe(trace.expert, exc)
+        if self.on_error == "raise":
+            if isinstance(exc, ExpertError):
+                raise exc
+            raise ExpertError(trace.error) from exc
+
+    def _answer(self, prompt: str, trace: Trace, gen: dict, t_start: float) -> Answer:
+        """Generate with the routed expert; on failure fall back / raise / report."""
+        try:
+            out = self.pool.generate(trace.expert, prompt, **gen)
+        except Exception as exc:  # noqa: BLE001 - any expert failure is reported, not fatal
+            self._failed(trace, exc)
+            if not self._can_fall_back(trace):
+                trace.total_s = time.perf_counter() - t_start
+                return Answer("", trace)
+            trace.expert, trace.used_fallback_expert = self.fallback_expert, True
+            try:
+                out = self.pool.generate(trace.expert, prompt, **gen)
+            except Exception as exc2:  # noqa: BLE001
+                trace.error += f"; the fallback expert {trace.expert!r} failed too: " \
+                               f"{type(exc2).__name__}: {exc2}"
+                trace.total_s = time.perf_counter() - t_start
+                return Answer("", trace)
+        self._fill(trace, out)
+        trace.total_s = time.perf_counter() - t_start
+        return Answer(out.text, trace)
+
+    def generate(self, prompt: str, **gen: Any) -> Answer:
+        """Route ``prompt`` and answer it with the mapped expert.
+
+        Parameters
+        ----------
+        prompt : str
+        **gen
+            Generation settings for the expert (``max_new_tokens``, ``do_sample`` ...).
+
+        Returns
+        -------
+        Answer
+            ``.text`` and ``.trace``.
+
+        Raises
+        ------
+        ExpertError
+            Only with ``on_error="raise"``, when the routed expert fails.
+        """
+        t0 = time.perf_counter()
+        routes, embed_s, route_s = self._route_many([prompt])
+        return self._answer(prompt, self._trace(prompt, routes[0], embed_s, route_s), gen, t0)
+
+    def stream(self, prompt: str, **gen: Any) -> Iterator[str | Answer]:
+        """Route ``prompt``, then yield the answer's text chunks as generated, then the :class:`Answer`.
+
+        If the routed expert fails mid-stream, the chunks already yielded stay yielded; with
+        ``on_error="fallback"`` the fallback expert's chunks follow, and the final Answer holds the
+        fallback expert's text only, its Trace the error.
+        """
+        t0 = time.perf_counter()
+        routes, embed_s, route_s = self._route_many([prompt])
+        trace = self._trace(prompt, routes[0], embed_s, route_s)
+        while True:
+            chunks: list[str] = []
+            try:
+                stream = self.pool.stream(trace.expert, prompt, **gen)
+                for chunk in stream:
+                    chunks.append(chunk)
+                    yield chunk
+                generation = getattr(stream, "generation", None)
+            except Exception as exc:  # noqa: BLE001
+                if trace.used_fallback_expert:
+                    trace.error += f"; the fallback expert {trace.expert!r} failed too: " \
+                                   f"{type(exc).__name__}: {exc}"
+                    trace.total_s = time.perf_counter() - t0
+                    yield Answer("", trace)
+                    return
+                self._failed(trace, exc)
+                if not self._can_fall_back(trace):
+                    trace.total_s = time.perf_counter() - t0
+                    yield Answer("", trace)
+                    return
+                trace.expert, trace.used_fallback_expert = self.fallback_expert, True
+                continue
+            text = "".join(chunks)
+            if generation is not None:
+                self._fill(trace, generation)
+                text = generation.text or text
+            trace.total_s = time.perf_counter() - t0
+            yield Answer(text, trace)
+            return
+
+    def generate_batch(self, prompts: Sequence[str], **gen: Any) -> list[Answer]:
+        """Answer many prompts, grouped by expert to cut switches; results in input order.
+
+        All prompts are embedded and routed in one call each. Groups run one expert after the
+        other, starting with an expert already resident in the fastest tier; with
+        ``prefetch_next`` the next group's expert is prefetched while the current one generates.
+        Each Trace's ``embed_s`` and ``route_s`` are the batch's times divided by its size.
+        """
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        routes, embed_s, route_s = self._route_many(prompts)
+        n = len(prompts)
+        traces = [self._trace(p, r, embed_s / n, route_s / n) for p, r in zip(prompts, routes)]
+        groups: dict[str, list[int]] = {}
+        for i, t in enumerate(traces):
+            groups.setdefault(t.expert, []).append(i)
+        order = self._group_order(list(groups))
+        answers: list[Answer | None] = [None] * n
+        for k, expert in enumerate(order):
+            if self.prefetch_next and k + 1 < len(order) and hasattr(self.pool, "prefetch"):
+                try:
+                    self.pool.prefetch(order[k + 1])
+                except Exception:  # noqa: BLE001 - prefetch is only a hint
+                    pass
+            for i in groups[expert]:
+                answers[i] = self._answer(prompts[i], traces[i], gen, time.perf_counter())
+        for a in answers:
+            assert a is not None
+            a.trace.total_s += (embed_s + route_s) / n
+        return answers  # type: ignore[return-value]
+
+    def _group_order(self, experts: list[str]) -> list[str]:
+        """Experts in first-seen order, those already resident on the fastest tier first."""
+        rank = {"gpu": 0, "cpu": 1}
+        try:
+            tiers = {r["expert"]: r.get("tier", "disk") for r in self.pool.residency()}
+        except Exception:  # noqa: BLE001 - residency is optional
+            tiers = {}
+        return sorted(experts, key=lambda e: rank.get(str(tiers.get(e, "disk")).split("+")[0], 2))
+
+    def __repr__(self) -> str:
+        used = getattr(self.mapping, "experts_used", None)
+        return (f"CoE({len(getattr(self.pool, 'names', []))} experts in the pool, map uses "
+                f"{used}, on_error={self.on_error!r})")

@@ -1,0 +1,603 @@
+"""The offline demo: tiny trained experts and the demo bundle.
+
+No model weights can be downloaded here, so the demo builds its own experts: small causal LMs with
+the Llama architecture, trained from scratch on CPU for a minute or two on the demo prompt set's
+reference answers (``data/demo/*.jsonl``). One generalist sees every category; smaller specialists
+see a few related categories each (``data/demo_experts.yaml``). They are saved as ordinary Hugging
+Face checkpoints (``config.json``, ``model.safetensors``, tokenizer files with a chat template), so
+they go through exactly the same code path as real models: :class:`~workbench.experts.ExpertPool`
+loads them with ``AutoModelForCausalLM`` and :func:`~workbench.livescore.score_model` scores them.
+
+Part of every category is held out of training (a seeded, stratified split) and the experts are
+scored on those held-out prompts only, so the demo's category-to-expert map is honest.
+
+Examples
+--------
+>>> from workbench.demo import build_demo_bundle
+>>> bundle = build_demo_bundle()                          # doctest: +SKIP
+>>> print(bundle.coe.generate("Solve 2x+3=11").text)      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench._paths import atomic_write_text, cache_dir, data_dir
+from workbench.errors import WorkbenchError
+from workbench.livescore import encode_pair
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Bump when the training recipe changes in a way the spec file does not capture.
+DEMO_VERSION = "1"
+
+#: Special tokens of the shared demo tokenizer.
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "<|end|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+
+#: A minimal chat template (Jinja), so the demo exercises the chat-template code path.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' }}\n{{ message['content'] }}{{ '<|end|>' }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}\n{% endif %}"
+)
+
+
+class DemoError(WorkbenchError, ValueError):
+    """The demo expert spec file or the demo prompt set is malformed."""
+
+
+def default_spec_file() -> Path:
+    """``data/demo_experts.yaml``: the demo experts' names, sizes and training categories."""
+    return data_dir() / "demo_experts.yaml"
+
+
+# --------------------------------------------------------------------------------------------
+# spec file
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoExpertConfig:
+    """One demo expert of ``demo_experts.yaml``: what it is, its size and what it trains on."""
+
+    name: str
+    description: str
+    categories: list[str] | None  # None: every category (the generalist)
+    architecture: dict[str, int]
+    steps: int
+
+    @property
+    def is_generalist(self) -> bool:
+        return self.categories is None
+
+
+@dataclass
+class DemoConfig:
+    """The parsed demo spec file (see ``data/demo_experts.yaml``)."""
+
+    experts: list[DemoExpertConfig]
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    source: str = "<dict>"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generalist(self) -> str:
+        return next(e.name for e in self.experts if e.is_generalist)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_TRAINING_DEFAULTS = {
+    "held_out": 0.25,
+    "max_length": 160,
+    "batch_size": 16,
+    "learning_rate": 3e-3,
+    "warmup_steps": 10,
+    "weight_decay": 0.0,
+}
+_ARCH_KEYS = {"hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"}
+
+
+def load_demo_config(path: str | os.PathLike | Mapping | None = None) -> DemoConfig:
+    """Read and validate the demo experts' spec file.
+
+    Parameters
+    ----------
+    path : path or mapping, optional
+        A YAML file like ``data/demo_experts.yaml`` (the default), or the already parsed mapping.
+
+    Raises
+    ------
+    DemoError
+        Naming the file, the expert and the bad key.
+    """
+    import yaml
+
+    if isinstance(path, Mapping):
+        raw, source = dict(path), "<dict>"
+    else:
+        file = Path(path) if path is not None else default_spec_file()
+        if not file.exists():
+            raise DemoError(f"demo expert spec file {file} does not exist; pass the path of a YAML "
+                            "file like data/demo_experts.yaml")
+        raw, source = yaml.safe_load(file.read_text(encoding="utf-8")) or {}, str(file)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("experts"), list) or not raw["experts"]:
+        raise DemoError(f"{source}: expected a mapping with a non-empty 'experts' list")
+    experts: list[DemoExpertConfig] = []
+    for i, item in enumerate(raw["experts"]):
+        where = f"{source}: experts[{i}]"
+        if not isinstance(item, Mapping) or not item.get("name"):
+            raise DemoError(f"{where}: each expert needs at least 'name', 'architecture' and 'steps'")
+        where = f"{source}: expert {item['name']!r}"
+        arch = dict(item.get("architecture") or {})
+        missing = _ARCH_KEYS - set(arch)
+        if missing:
+            raise DemoError(f"{where}: architecture lacks {sorted(missing)}; give "
+                            f"{sorted(_ARCH_KEYS)}")
+        if arch["hidden_size"] % arch["num_attention_heads"]:
+            raise DemoError(f"{where}: hidden_size {arch['hidden_size']} is not divisible by "
+                            f"num_attention_heads {arch['num_attention_heads']}")
+        cats = item.get("categories", "all")
+        if cats in ("all", None):
+            categories = None
+        elif isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
+            categories = list(cats)
+        else:
+            raise DemoError(f"{where}: categories must be 'all' or a list of category names, "
+                            f"got {cats!r}")
+        steps = item.get("steps")
+        if not isinstance(steps, int) or steps < 1:
+            raise DemoError(f"{where}: steps must be a positive integer, got {steps!r}")
+        experts.append(DemoExpertConfig(str(item["name"]), str(item.get("description", "")).strip(),
+                                        categories, {k: int(v) for k, v in arch.items()}, steps))
+    names = [e.name for e in experts]
+    if len(set(names)) != len(names):
+        raise DemoError(f"{source}: expert names must be unique, got {names}")
+    if not any(e.is_generalist for e in experts):
+        raise DemoError(f"{source}: one expert must be the generalist (categories: all)")
+    training = {**_TRAINING_DEFAULTS, **(raw.get("training") or {})}
+    return DemoConfig(experts, dict(raw.get("tokenizer") or {}), training,
+                      dict(raw.get("generation") or {}), source, dict(raw))
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def _frame(prompts) -> pd.DataFrame:
+    """A DataFrame with id, text, category, answer from a PromptSet, DataFrame or records."""
+    import pandas as pd
+
+    df = getattr(prompts, "df", prompts)
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(list(df))
+    missing = {"id", "text", "category", "answer"} - set(df.columns)
+    if missing:
+        raise DemoError(f"the demo prompts need columns id, text, category, answer; missing "
+                        f"{sorted(missing)} (columns: {list(df.columns)})")
+    return df.reset_index(drop=True)
+
+
+def split_held_out(prompts, *, held_out: float = 0.25, seed: int = 0):
+    """Seeded per-category split of the demo prompts into (train, held_out) id lists.
+
+    Every category keeps ``round(held_out * n)`` prompts (at least one) out of training.
+    """
+    import numpy as np
+
+    df = _frame(prompts)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cat in sorted(df["category"].astype(str).unique()):
+        ids = df.loc[df["category"].astype(str) == cat, "id"].astype(str).tolist()
+        order = rng.permutation(len(ids))
+        k = max(1, int(round(held_out * len(ids)))) if len(ids) > 1 else 0
+        test += [ids[i] for i in sorted(order[:k])]
+        train += [ids[i] for i in sorted(order[k:])]
+    return train, test
+
+
+def data_fingerprint(prompts) -> str:
+    """Hash of the demo prompts' ids, texts, categories and answers (part of the cache key)."""
+    df = _frame(prompts)
+    h = hashlib.sha256()
+    for row in df[["id", "text", "category", "answer"]].astype(str).itertuples(index=False):
+        h.update("\x1f".join(row).encode("utf-8"))
+        h.update(b"\x1e")
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def train_demo_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096, min_frequency: int = 2):
+    """Train the shared byte-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast``.
+
+    The tokenizer has ``<pad>``, ``<|end|>`` (end of turn, the EOS token) and role tokens, and
+    :data:`CHAT_TEMPLATE` as its chat template.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [PAD_TOKEN, EOS_TOKEN, *ROLE_TOKENS]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,
+                                   additional_special_tokens=list(ROLE_TOKENS))
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "right"
+    return fast
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+
+def _expert_seed(seed: int, name: str) -> int:
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**31 - 1)
+
+
+def llama_config(arch: Mapping[str, int], tokenizer, *, max_length: int):
+    """The ``LlamaConfig`` of a demo expert (tied embeddings, full multi-head attention)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"], num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=arch["num_attention_heads"],
+        num_key_value_heads=arch.get("num_key_value_heads", arch["num_attention_heads"]),
+        max_position_embeddings=max(256, 2 * max_length), tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None, initializer_range=0.02, rms_norm_eps=1e-5,
+    )
+
+
+def count_parameters(model) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_expert` produced: the model, its size and how training went."""
+
+    name: str
+    model: Any
+    n_params: int
+    steps: int
+    seconds: float
+    seconds_per_step: float
+    cpu_seconds: float
+    first_loss: float
+    final_loss: float
+    n_train_sequences: int
+    n_train_tokens: int
+
+
+class _deterministic:
+    """Context manager: deterministic torch algorithms, restored on exit."""
+
+    def __enter__(self):
+        import torch
+
+        self._prev = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.use_deterministic_algorithms(self._prev)
+        return False
+
+
+def train_expert(name: str, arch: Mapping[str, int], examples: Sequence[tuple[list[int], list[int]]],
+                 tokenizer, *, steps: int, seed: int = 0, batch_size: int = 16,
+                 learning_rate: float = 3e-3, warmup_steps: int = 10, weight_decay: float = 0.0,
+                 max_length: int = 160, progress=None) -> TrainResult:
+    """Train one tiny Llama causal LM on ``(prompt_ids, answer_ids)`` pairs (loss on answers).
+
+    Deterministic for a seed: the weights are initialised after ``torch.manual_seed`` and batches
+    are drawn from a seeded generator; runs under ``torch.use_deterministic_algorithms(True)``.
+    ``progress`` is an optional tqdm bar advanced once per step.
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    if not examples:
+        raise DemoError(f"expert {name!r} has no training examples; check its categories")
+    expert_seed = _expert_seed(seed, name)
+    pad = tokenizer.pad_token_id
+    with _deterministic():
+        torch.manual_seed(expert_seed)
+        model = LlamaForCausalLM(llama_config(arch, tokenizer, max_length=max_length))
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95),
+                                weight_decay=weight_decay, eps=1e-8)
+
+        def lr_at(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / warmup_steps
+            frac = (step - warmup_steps) / max(1, steps - warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        gen = torch.Generator().manual_seed(expert_seed)
+        order: list[int] = []
+        first = last = float("nan")
+        t0, c0 = time.perf_counter(), time.process_time()
+        for step in range(steps):
+            if len(order) < batch_size:
+                order += torch.randperm(len(examples), generator=gen).tolist()
+            batch, order = order[:batch_size], order[batch_size:]
+            seqs = [examples[i] for i in batch]
+            width = max(len(p) + len(a) for p, a in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, (p, a) in enumerate(seqs):
+                n = len(p) + len(a)
+                ids[row, :n] = torch.tensor(p + a)
+                labels[row, len(p):n] = torch.tensor(a)
+                mask[row, :n] = 1
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            last = float(out.loss.detach())
+            if step == 0:
+                first = last
+            if progress is not None:
+                progress.set_postfix_str(f"{name} loss {last:.2f}", refresh=False)
+                progress.update(1)
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    model.eval()
+    return TrainResult(name, model, count_parameters(model), steps, seconds, seconds / steps,
+                       cpu_seconds, first, last, len(examples), sum(len(p) + len(a) for p, a in examples))
+
+
+# --------------------------------------------------------------------------------------------
+# the demo experts: train all, save as Hugging Face checkpoints, cache
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoExperts:
+    """The trained demo experts on disk.
+
+    Attributes
+    ----------
+    root : Path
+        The cache folder; each expert is an ordinary Hugging Face checkpoint in ``root / name``.
+    paths : dict[str, Path]
+        Expert name -> checkpoint folder.
+    info : dict[str, dict]
+        Expert name -> description, categories, n_params, steps, seconds, losses.
+    train_ids, held_out_ids : list[str]
+        The seeded split: experts trained on ``train_ids`` only; score them on ``held_out_ids``.
+    generalist : str
+        The expert trained on every category.
+    generation : dict
+        Default generation settings for the experts' :class:`~workbench.experts.ExpertSpec`.
+    """
+
+    root: Path
+    paths: dict[str, Path]
+    info: dict[str, dict]
+    train_ids: list[str]
+    held_out_ids: list[str]
+    generalist: str
+    generation: dict
+    seed: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.paths)
+
+    def n_params(self, name: str) -> int:
+        return int(self.info[name]["n_params"])
+
+    def specs(self) -> list:
+        """One :class:`~workbench.experts.ExpertSpec` per expert (same path as real models)."""
+        from workbench.experts import ExpertSpec
+
+        return [ExpertSpec(name=name, model=str(path), dtype="float32",
+                           total_params_b=self.n_params(name) / 1e9,
+                           active_params_b=self.n_params(name) / 1e9,
+                           generation=dict(self.generation),
+                           description=self.info[name].get("description", ""))
+                for name, path in self.paths.items()]
+
+    def summary(self):
+        """A DataFrame: expert, n_params, categories, steps, seconds, first/final training loss."""
+        import pandas as pd
+
+        rows = []
+        for name, info in self.info.items():
+            rows.append({"expert": name, "n_params": info["n_params"],
+                         "categories": ", ".join(info["categories"]) if info["categories"] else "all",
+                         "steps": info["steps"], "seconds": round(info["seconds"], 1),
+                         "s_per_step": round(info["seconds_per_step"], 3),
+                         "cpu_s": round(info.get("cpu_seconds", float("nan")), 1),
+                         "first_loss": round(info["first_loss"], 3),
+                         "final_loss": round(info["final_loss"], 3)})
+        return pd.DataFrame(rows)
+
+
+def demo_cache_key(config: DemoConfig, prompts, seed: int, steps_scale: float = 1.0) -> str:
+    """The cache key of a demo build: recipe version, spec file, demo data and seed."""
+    payload = json.dumps({"version": DEMO_VERSION, "spec": config.fingerprint(),
+                          "data": data_fingerprint(prompts), "seed": int(seed),
+                          "steps_scale": float(steps_scale)}, sort_keys=True)
+    return f"v{DEMO_VERSION}-seed{int(seed)}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def _load_manifest(root: Path) -> DemoExperts | None:
+    manifest = root / "manifest.json"
+    if not manifest.exists():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        paths = {name: root / name for name in data["experts"]}
+        if not all((p / "config.json").exists() and (p / "model.safetensors").exists()
+                   for p in paths.values()):
+            return None
+        return DemoExperts(root, paths, data["info"], data["train_ids"], data["held_out_ids"],
+                           data["generalist"], data["generation"], data.get("seed", 0))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping | None = None,
+                       seed: int = 0, root: str | os.PathLike | None = None, progress: bool = True,
+                       force: bool = False, steps_scale: float = 1.0) -> DemoExperts:
+    """Train (or load from the cache) the demo experts described by ``spec_file``.
+
+    Parameters
+    ----------
+    prompts : PromptSet or DataFrame, optional
+        Demo prompts with id, text, category, answer; default :func:`workbench.load_demo_prompts`.
+    spec_file : path or mapping, optional
+        The experts' spec (default ``data/demo_experts.yaml``).
+    seed : int
+        Seeds the held-out split, the weight initialisation and the batch order. The same seed
+        gives identical weights.
+    root : path, optional
+        Where to save; default ``cache_dir("demo-experts", <version+seed hash>)``.
+    progress : bool
+        Show a tqdm progress bar over all training steps.
+    force : bool
+        Retrain even when a complete cached build exists.
+    steps_scale : float
+        Multiply every expert's step count (tests use a tiny value).
+
+    Returns
+    -------
+    DemoExperts
+
+    Examples
+    --------
+    >>> experts = train_demo_experts()            # doctest: +SKIP
+    >>> experts.summary()                         # doctest: +SKIP
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    if prompts is None:
+        from workbench.prompts import load_demo_prompts
+
+        prompts = load_demo_prompts()
+    config = load_demo_config(spec_file)
+    df = _frame(prompts)
+    key = demo_cache_key(config, df, seed, steps_scale)
+    root = Path(root) if root is not None else cache_dir("demo-experts") / key
+    if not force:
+        cached = _load_manifest(root)
+        if cached is not None:
+            return cached
+
+    tr = config.training
+    categories = sorted(df["category"].astype(str).unique())
+    unknown = sorted({c for e in config.experts for c in (e.categories or [])} - set(categories))
+    if unknown:
+        raise DemoError(f"{config.source}: categories {unknown} are not in the demo prompts "
+                        f"(known: {', '.join(categories)})")
+    train_ids, held_out_ids = split_held_out(df, held_out=float(tr["held_out"]), seed=seed)
+    train = df.set_index(df["id"].astype(str)).loc[train_ids]
+    tokenizer = train_demo_tokenizer(
+        [*train["text"].astype(str), *train["answer"].astype(str)],
+        vocab_size=int(config.tokenizer.get("vocab_size", 4096)),
+        min_frequency=int(config.tokenizer.get("min_frequency", 2)))
+    max_length = int(tr["max_length"])
+    encoded = {row.id: encode_pair(tokenizer, str(row.text), str(row.answer),
+                                   max_length=max_length, chat_template=True)
+               for row in train.itertuples(index=False)}
+
+    plan = []
+    for expert in config.experts:
+        cats = expert.categories or categories
+        ids = [i for i, c in zip(train.index, train["category"].astype(str)) if c in cats]
+        plan.append((expert, [encoded[i] for i in ids], max(1, round(expert.steps * steps_scale))))
+
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    info: dict[str, dict] = {}
+    threads = torch.get_num_threads()
+    bar = tqdm(total=sum(s for _, _, s in plan), desc="training demo experts", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for expert, examples, steps in plan:
+            res = train_expert(expert.name, expert.architecture, examples, tokenizer, steps=steps,
+                               seed=seed, batch_size=int(tr["batch_size"]),
+                               learning_rate=float(tr["learning_rate"]),
+                               warmup_steps=int(tr["warmup_steps"]),
+                               weight_decay=float(tr["weight_decay"]), max_length=max_length,
+                               progress=bar)
+            out = tmp / expert.name
+            res.model.generation_config = GenerationConfig(
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                **config.generation)
+            res.model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            info[expert.name] = {
+                "description": expert.description,
+                "categories": expert.categories,
+                "architecture": expert.architecture,
+                "n_params": res.n_params, "steps": res.steps, "seconds": res.seconds,
+                "seconds_per_step": res.seconds_per_step, "cpu_seconds": res.cpu_seconds,
+                "first_loss": res.first_loss,
+                "final_loss": res.final_loss, "n_train_sequences": res.n_train_sequences,
+                "n_train_tokens": res.n_train_tokens, "torch_threads": threads,
+            }
+            del res
+    except BaseException:
+        bar.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    bar.close()
+    manifest = {"version": DEMO_VERSION, "seed": int(seed), "key": key,
+                "experts": [e.name for e in config.experts], "generalist": config.generalist,
+                "generation": config.generation, "info": info, "train_ids": train_ids,
+                "held_out_ids": held_out_ids, "spec_source": config.source}
+    atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1))
+    if root.exists():
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, root)
+    result = _load_manifest(root)
+    assert result is not None
+    return result
