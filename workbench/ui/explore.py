@@ -80,11 +80,20 @@ def escape_frame(df: Any, columns: Sequence[str] | None = None) -> Any:
 
     Views show these with an ``html`` formatter, so ``<script>`` reads as text, never runs.
     """
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     out = df.copy()
-    cols = [c for c in out.columns if out[c].dtype == object] if columns is None else columns
-    for c in cols:
-        out[c] = [html.escape(str(v)) if v is not None else "" for v in out[c]]
+    if columns is None:  # text columns: object or pandas' string dtype (the default in pandas 3)
+        columns = [c for c in out.columns
+                   if not (is_numeric_dtype(out[c].dtype) or is_bool_dtype(out[c].dtype))]
+    for c in columns:
+        out[c] = pd_object([html.escape(str(v)) if v is not None else "" for v in out[c]])
     return out
+
+
+def pd_object(values: list[str]) -> Any:
+    """A list of strings as an object array (keeps pandas from guessing a dtype)."""
+    return np.array(values, dtype=object)
 
 
 def _bundle_embeddings(bundle: Any) -> np.ndarray:
@@ -591,7 +600,7 @@ class ClusterMapModel(param.Parameterized):
             sel = sorted(set(int(i) for i in arr))
         else:
             pos = {p: i for i, p in enumerate(self._prompts.df["id"].astype(str))}
-            missing = [s for s in arr.astype(str) if s not in pos]
+            missing = [str(s) for s in arr.astype(str) if s not in pos]
             if missing:
                 raise MapError(f"selected ids {missing[:5]} are not in the prompt set")
             sel = sorted({pos[s] for s in arr.astype(str)})
@@ -983,7 +992,7 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
     Returns
     -------
     ipywidgets.VBox
-        With ``.cluster`` and ``.embed`` attached.
+        With ``.cluster`` and ``.embed`` attached, and its widgets by name in ``.parts``.
     """
     import ipywidgets as w
     import plotly.graph_objects as go
@@ -1102,6 +1111,10 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
         w.HTML("<h3>Cluster map</h3>"), w.HBox([method, color]), status, fig,
         count, table, w.HBox([new_label, relabel]), w.HBox([path, save]),
     ])
+    box.parts = {"text": text, "button": go_button, "result": result,  # type: ignore[attr-defined]
+                 "probabilities": proba, "neighbours": neigh, "method": method, "color": color,
+                 "status": status, "figure": fig, "count": count, "selection": table,
+                 "relabel_name": new_label, "relabel": relabel, "path": path, "save": save}
     box.cluster = cluster  # type: ignore[attr-defined]
     box.embed = embed  # type: ignore[attr-defined]
     return box
