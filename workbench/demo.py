@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench._paths import atomic_write_text, cache_dir, data_dir
+from workbench._paths import atomic_write_text, data_dir
+from workbench._paths import cache_dir as _cache_dir
 from workbench.errors import WorkbenchError
 from workbench.livescore import encode_pair
 
@@ -523,7 +524,7 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
     config = load_demo_config(spec_file)
     df = _frame(prompts)
     key = demo_cache_key(config, df, seed, steps_scale)
-    root = Path(root) if root is not None else cache_dir("demo-experts") / key
+    root = Path(root) if root is not None else _cache_dir("demo-experts") / key
     if not force:
         cached = _load_manifest(root)
         if cached is not None:
@@ -601,3 +602,220 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
     result = _load_manifest(root)
     assert result is not None
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# the demo bundle
+# --------------------------------------------------------------------------------------------
+
+#: Scores of the demo map: the per-token probability of the reference answer (``exp`` of the mean
+#: per-token log-likelihood) on held-out prompts; see :mod:`workbench.livescore`.
+DEMO_SCORE = "token_prob"
+
+#: Default budget of the demo map, as a share of the generalist's active parameters.
+DEFAULT_BUDGET_SHARE = 0.5
+
+#: Target share of low-confidence prompts sent to the fallback category (threshold chosen on the
+#: held-out prompts, which the router was not fitted on).
+DEFAULT_FALLBACK_RATE = 0.05
+
+
+@dataclass
+class DemoBundle:
+    """Everything the offline demo needs, built (or loaded from the cache) by :func:`build_demo_bundle`.
+
+    Attributes
+    ----------
+    prompts : PromptSet
+        The demo prompt set (12 categories, reference answers).
+    embedder : Embedder
+        The default sentence encoder (all-MiniLM-L6-v2, offline).
+    embeddings : ndarray
+        Embeddings of ``prompts`` (rows follow ``prompts``).
+    router : CategoryRouter
+        Fitted on the training split, with a low-confidence threshold chosen on the held-out one.
+    scores : ExpertScores
+        Live scores of every demo expert on the held-out prompts (``token_prob``).
+    live_scores : DataFrame
+        The per-prompt log-likelihood table behind ``scores`` (see :func:`workbench.livescore.loglik_frame`).
+    registry : ModelRegistry
+        Parameter counts of the demo experts (billions).
+    mapping : CategoryExpertMap
+        The map optimised at ``budget_b``.
+    specs : list of ExpertSpec
+        The experts as the pool sees them (ordinary Hugging Face checkpoints).
+    pool : ExpertPool
+    coe : CoE
+    experts : DemoExperts
+        Training metadata (sizes, steps, time, losses) and the held-out split.
+    budget_b : float
+        The map's budget on average active parameters (billions).
+    router_accuracy : float
+        Router accuracy on the held-out prompts (before the fallback rule).
+    """
+
+    prompts: Any
+    embedder: Any
+    embeddings: Any
+    router: Any
+    scores: Any
+    live_scores: Any
+    registry: Any
+    mapping: Any
+    specs: list
+    pool: Any
+    coe: Any
+    experts: DemoExperts
+    budget_b: float
+    router_accuracy: float = float("nan")
+
+    @property
+    def train_ids(self) -> list[str]:
+        return self.experts.train_ids
+
+    @property
+    def held_out_ids(self) -> list[str]:
+        return self.experts.held_out_ids
+
+    def category_scores(self):
+        """Category (rows) x expert (columns) mean held-out score, the optimiser's input."""
+        return self.scores.category_means()
+
+    def summary(self) -> str:
+        """A few lines: prompts, experts with sizes, router accuracy, the map and its metrics."""
+        cats = sorted(set(map(str, self.prompts.categories)))
+        lines = [f"demo prompts: {len(self.prompts)} in {len(cats)} categories "
+                 f"({len(self.train_ids)} train / {len(self.held_out_ids)} held out)",
+                 "experts: " + ", ".join(f"{s.name} ({self.experts.n_params(s.name) / 1e6:.1f}M)"
+                                         for s in self.specs),
+                 f"router: held-out accuracy {self.router_accuracy:.3f}, fallback threshold "
+                 f"{self.router.threshold:.3f}",
+                 f"map (budget {self.budget_b * 1e3:.2f}M average active parameters): "
+                 + ", ".join(f"{c} -> {e}" for c, e in self.mapping.items())]
+        try:
+            m = self.mapping.metrics(self.scores, self.registry)
+            lines.append(f"expected held-out token probability {m.expected_score:.4f} at "
+                         f"{m.average_active_params_b * 1e3:.2f}M average active parameters")
+        except Exception:  # noqa: BLE001 - metrics are informative only
+            pass
+        return "\n".join(lines)
+
+
+def _score_demo_experts(experts: DemoExperts, prompts, *, progress: bool, max_length: int):
+    """Per-prompt live scores of every demo expert on the held-out prompts (cached as CSV)."""
+    import pandas as pd
+
+    from workbench.livescore import loglik_frame
+
+    path = experts.root / f"live_scores-{DEMO_SCORE}-{max_length}.csv"
+    if path.exists():
+        frame = pd.read_csv(path, dtype={"prompt_id": str, "category": str, "expert": str})
+        if set(frame["expert"]) == set(experts.names):
+            return frame
+    held = prompts.subset(experts.held_out_ids) if hasattr(prompts, "subset") else \
+        _frame(prompts).set_index("id").loc[experts.held_out_ids].reset_index()
+    frames = [loglik_frame(experts.paths[name], held, name=name, batch_size=16,
+                           max_length=max_length, device="cpu", progress=progress)
+              for name in experts.names]
+    frame = pd.concat(frames, ignore_index=True)
+    atomic_write_text(path, frame.to_csv(index=False))
+    return frame
+
+
+def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                      progress: bool = True, force: bool = False, budget_b: float | None = None,
+                      spec_file: str | os.PathLike | None = None, embedder=None,
+                      gpu_memory: int | str | None = "auto", cpu_memory: int | str = "1GiB",
+                      on_error: str = "fallback") -> DemoBundle:
+    """Build (or load from the cache) the offline demo: prompts, embedder, router, map, experts, CoE.
+
+    The first call trains the demo experts (about 2-3 CPU-minutes on 2 cores, with a progress
+    bar) and scores them on the held-out prompts; later calls load everything from the cache
+    (the checkpoints, the live scores and the embeddings) and take seconds.
+
+    Parameters
+    ----------
+    cache_dir : path, optional
+        Where the demo experts go; default ``cache_dir("demo-experts", <version+seed hash>)``.
+    seed : int
+        Seeds the held-out split and the training; the same seed gives the same experts.
+    progress : bool
+        Progress bars for training, scoring and embedding.
+    force : bool
+        Retrain and rescore even if cached.
+    budget_b : float, optional
+        Budget of the map on average active parameters, in billions; default half the
+        generalist's (:data:`DEFAULT_BUDGET_SHARE`), raised to the smallest feasible budget if
+        needed.
+    spec_file : path, optional
+        The demo experts' spec (default ``data/demo_experts.yaml``).
+    embedder : Embedder, optional
+        Default: ``Embedder()`` (all-MiniLM-L6-v2, offline).
+    gpu_memory, cpu_memory
+        The expert pool's tier budgets.
+    on_error : str
+        The CoE's policy for failing experts.
+
+    Returns
+    -------
+    DemoBundle
+
+    Examples
+    --------
+    >>> bundle = build_demo_bundle()                                # doctest: +SKIP
+    >>> print(bundle.summary())                                     # doctest: +SKIP
+    >>> bundle.coe.generate("Solve 2x+3=11").trace.expert           # doctest: +SKIP
+    """
+    import numpy as np
+
+    from workbench.coe import CoE
+    from workbench.embed import Embedder
+    from workbench.errors import InfeasibleBudgetError
+    from workbench.experts import ExpertPool
+    from workbench.livescore import scores_from_frame
+    from workbench.mapping import optimize_mapping, pareto_frontier
+    from workbench.prompts import load_demo_prompts
+    from workbench.registry import ModelRegistry
+    from workbench.router import CategoryRouter
+
+    prompts = load_demo_prompts()
+    experts = train_demo_experts(prompts, spec_file=spec_file, seed=seed, root=cache_dir,
+                                 progress=progress, force=force)
+    config = load_demo_config(spec_file)
+    max_length = int(config.training["max_length"])
+    if force:
+        for old in experts.root.glob("live_scores-*.csv"):
+            old.unlink()
+    frame = _score_demo_experts(experts, prompts, progress=progress, max_length=max_length)
+    scores = scores_from_frame(frame, score=DEMO_SCORE)
+
+    embedder = embedder if embedder is not None else Embedder(progress=progress)
+    X = embedder.embed(prompts)
+    ids = np.asarray(prompts.ids, dtype=str)
+    y = np.asarray(prompts.categories, dtype=str)
+    pos = {pid: i for i, pid in enumerate(ids)}
+    train = np.array([pos[i] for i in experts.train_ids])
+    held = np.array([pos[i] for i in experts.held_out_ids])
+    router = CategoryRouter(head="logreg").fit(X[train], y[train])
+    router_accuracy = float(np.mean(router.predict(X[held]) == y[held]))
+    router.choose_threshold(X[held], y[held], target_fallback_rate=DEFAULT_FALLBACK_RATE)
+
+    registry = ModelRegistry({name: (experts.n_params(name) / 1e9, experts.n_params(name) / 1e9)
+                              for name in experts.names})
+    means, weights = scores.category_means(), scores.category_weights()
+    if budget_b is None:
+        budget_b = DEFAULT_BUDGET_SHARE * registry.active(experts.generalist)
+    try:
+        mapping = optimize_mapping(means, weights, registry, budget_active_b=float(budget_b),
+                                   fallback_expert=experts.generalist)
+    except InfeasibleBudgetError:
+        frontier = pareto_frontier(means, weights, registry, fallback_expert=experts.generalist)
+        budget_b = float(frontier[0].budget_b)
+        mapping = frontier[0].mapping
+    specs = experts.specs()
+    pool = ExpertPool(specs, gpu_memory=gpu_memory, cpu_memory=cpu_memory)
+    coe = CoE(embedder, router, mapping, pool, on_error=on_error)
+    return DemoBundle(prompts=prompts, embedder=embedder, embeddings=X, router=router,
+                      scores=scores, live_scores=frame, registry=registry, mapping=mapping,
+                      specs=specs, pool=pool, coe=coe, experts=experts, budget_b=float(budget_b),
+                      router_accuracy=router_accuracy)

@@ -1,0 +1,151 @@
+"""``coe-workbench chat``: the live CoE as a chat in the terminal (streams tokens, prints traces)."""
+from __future__ import annotations
+
+NAME = "chat"
+ORDER = 20
+HELP = "chat with the live CoE in the terminal (demo bundle, or your experts/map/router files)"
+DESCRIPTION = """\
+Chat with the live Composition of Experts in the terminal. Each line you type is embedded, routed
+to a category, sent to the category's expert through the expert pool, and answered with streamed
+tokens; a trace follows each answer (category and probability, fallback, expert, the tier it was
+found in, switch/embed/route/generate times, tokens per second).
+
+By default it runs over the offline demo bundle (built on first use: tiny experts trained on CPU
+for a few minutes, cached afterwards). Give --experts, --map and --router to chat with your own
+CoE instead. Reads stdin until EOF or /quit, so it also works non-interactively.
+
+commands inside the chat: /map (show the map), /help, /quit
+
+example:
+  coe-workbench chat
+  echo "Solve 2x+3=11" | coe-workbench chat
+  coe-workbench chat --budget 4M --max-new-tokens 48
+  coe-workbench chat --experts experts.yaml --map mapping.yaml --router router.npz
+"""
+
+
+def register(parser) -> None:
+    parser.add_argument("--budget", metavar="B", default=None,
+                        help="re-optimise the demo map at this budget on average active parameters: "
+                             "'4M', '0.004B' or a number in billions (default: half the generalist)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="tokens per answer (default: each expert's own setting)")
+    parser.add_argument("--no-stream", action="store_true", help="print each answer when complete")
+    parser.add_argument("--seed", type=int, default=0, help="demo bundle seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars while building")
+    parser.add_argument("--experts", metavar="YAML", help="your ExpertSpec list (instead of the demo)")
+    parser.add_argument("--map", metavar="FILE", dest="map_file",
+                        help="your category-to-expert map (.json/.yaml); needs --experts and --router")
+    parser.add_argument("--router", metavar="NPZ", help="your fitted CategoryRouter (.npz)")
+    parser.add_argument("--embedder", metavar="MODEL", default=None,
+                        help="embedding model for --router (default all-MiniLM-L6-v2)")
+
+
+def parse_budget(value: str | None) -> float | None:
+    """'4M' -> 0.004, '0.5B' -> 0.5, '0.004' -> 0.004 (billions); None stays None."""
+    from workbench.errors import WorkbenchError
+
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    scale = 1.0
+    if text.endswith("M"):
+        text, scale = text[:-1], 1e-3
+    elif text.endswith("B"):
+        text = text[:-1]
+    try:
+        budget = float(text) * scale
+    except ValueError:
+        raise WorkbenchError(f"--budget {value!r} is not a number; use e.g. 4M, 0.004B or 0.004") from None
+    if not budget > 0:
+        raise WorkbenchError(f"--budget {value!r} must be positive")
+    return budget
+
+
+def _user_coe(args):
+    """A CoE from the user's experts/map/router files."""
+    from workbench.coe import CoE
+    from workbench.embed import Embedder
+    from workbench.errors import WorkbenchError
+    from workbench.experts import ExpertPool, specs_from_file
+    from workbench.mapping import CategoryExpertMap
+    from workbench.router import CategoryRouter
+
+    missing = [f"--{n}" for n, v in (("experts", args.experts), ("map", args.map_file),
+                                      ("router", args.router)) if not v]
+    if missing:
+        raise WorkbenchError(f"to chat with your own CoE give --experts, --map and --router; "
+                             f"missing {', '.join(missing)}")
+    pool = ExpertPool(specs_from_file(args.experts))
+    mapping = CategoryExpertMap.load(args.map_file)
+    router = CategoryRouter.load(args.router)
+    return CoE(Embedder(args.embedder, progress=not args.quiet), router, mapping, pool), None
+
+
+def _demo_coe(args):
+    from workbench.demo import build_demo_bundle
+
+    bundle = build_demo_bundle(seed=args.seed, progress=not args.quiet,
+                               budget_b=parse_budget(args.budget))
+    return bundle.coe, bundle
+
+
+def _print_trace(trace, out) -> None:
+    for line in trace.summary().split(" | "):
+        print(f"  . {line}", file=out)
+
+
+def run(args) -> int:
+    import sys
+
+    out = sys.stdout
+    if args.experts or args.map_file or args.router:
+        if args.budget is not None:
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError("--budget re-optimises the demo map; with your own --map, edit the "
+                                 "map file instead")
+        coe, bundle = _user_coe(args)
+    else:
+        coe, bundle = _demo_coe(args)
+    if bundle is not None:
+        print(bundle.summary(), file=out)
+    gen = {} if args.max_new_tokens is None else {"max_new_tokens": int(args.max_new_tokens)}
+    interactive = sys.stdin.isatty()
+    print("type a prompt (/map shows the map, /quit or Ctrl-D ends)", file=out, flush=True)
+    while True:
+        try:
+            line = input("you> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit", "/q"):
+            break
+        if text == "/help":
+            print("type a prompt; /map shows the category-to-expert map; /quit ends", file=out)
+            continue
+        if text == "/map":
+            for cat, expert in coe.mapping.items():
+                print(f"  {cat:>18} -> {expert}", file=out)
+            continue
+        if not interactive:
+            print(f"you> {text}", file=out)
+        print("coe> ", end="", file=out, flush=True)
+        if args.no_stream:
+            answer = coe.generate(text, **gen)
+            print(answer.text, file=out)
+        else:
+            answer = None
+            for item in coe.stream(text, **gen):
+                if isinstance(item, str):
+                    print(item, end="", file=out, flush=True)
+                else:
+                    answer = item
+            print(file=out)
+        _print_trace(answer.trace, out)
+        out.flush()
+    return 0
