@@ -81,6 +81,10 @@ def test_custom_reducer_object_is_accepted():
     m = project(X, PCA(n_components=2, random_state=0))
     assert m.method == "PCA" and m.coords.shape == (len(X), 2)
     np.testing.assert_allclose(m.place(X[:3], how="native"), m.coords[:3], atol=1e-4)
+    # auto uses the fitted reducer's transform in this process: exact for points off the data
+    off = X[:3] + 0.3
+    np.testing.assert_allclose(m.place(off), m.place(off, how="native"))
+    assert not np.allclose(m.place(off), m.place(off, how="knn"), atol=1e-3)
     # cached by its get_params: the second call is a cache hit
     assert project(X, PCA(n_components=2, random_state=0)).from_cache
     with pytest.raises(MapError, match="fit_transform"):
