@@ -221,3 +221,22 @@ def test_ipywidget_dropdown_drives_the_model(editor):
     assert box.children[0].value != metrics_before
     editor.undo()
     assert dropdown.value == "small"
+
+
+def test_notebook_03_runs_top_to_bottom(shared_data, tmp_path):
+    """notebooks/03_edit_mapping.ipynb through nbclient on the real MMLU-Pro scores (~25 s)."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("nbclient")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_notebooks import outputs_text, run_notebook
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "03_edit_mapping.ipynb"
+    nb = run_notebook(path, {"COE_NB_FAST": "1", "COE_NB_MAPPING_SOURCE": "mmlu-pro",
+                             "COE_NB_OUT": str(tmp_path)})
+    text = outputs_text(nb)
+    assert "ERROR" not in text
+    assert "the other session still has Phi-3-mini-4k-instruct" in text
+    assert "loaded back: [" in text and "MappingError : mapping file" in text
+    assert (tmp_path / "my_map.yaml").exists()

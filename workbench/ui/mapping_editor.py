@@ -132,6 +132,9 @@ class MappingEditorModel(param.Parameterized):
             raise MappingError(f"the bundle has no {', '.join(missing)}; build it with "
                                "workbench.demo.build_demo_bundle() or pass them to "
                                "MappingEditorModel(mapping, scores, registry)")
+        budget = getattr(bundle, "budget_b", None)
+        if budget is not None and "budget_b" not in kwargs:
+            kwargs["budget_b"] = float(budget)
         return cls(bundle.mapping, bundle.scores, bundle.registry, autosave_path=autosave_path,
                    **kwargs)
 
