@@ -202,3 +202,41 @@ def test_mmlu_pro_protocol_meets_acceptance_floors(mmlu_pro_dir):
         assert b.accuracy >= floors[b.budget_b], (b.budget_b, b.accuracy)
     assert {d.budget_b for d in res.direct} == set(floors)
     assert res.models["Meta-Llama-3_1-70B-Instruct"] == pytest.approx(0.63, abs=0.02)
+
+
+# ------------------------------------------------------------------------------------- notebook
+def _run_notebook(path, env, timeout):
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    chunks = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            chunks += [out.get("text", ""), out.get("data", {}).get("text/plain", "")]
+            if out.get("output_type") == "error":
+                chunks.append("ERROR " + out.get("ename", ""))
+    return "\n".join(chunks)
+
+
+def test_notebook_02_stops_gracefully_without_data(tmp_path):
+    from workbench._paths import REPO_DIR
+
+    path = REPO_DIR / "notebooks" / "02_mmlu_pro_coe.ipynb"
+    text = _run_notebook(path, {"COE_SHARED_DATA": str(tmp_path / "absent"),
+                                "COE_NB_MMLU_PRO_DIR": "", "COE_NB_FAST": "1"}, timeout=300)
+    assert "ERROR" not in text
+    assert "MMLU-Pro results not found" in text and "skipped" in text
