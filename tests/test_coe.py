@@ -314,3 +314,46 @@ def test_map_edits_take_effect_and_a_bad_edit_is_reported(router):
     pool.fail.add("nobody")
     answer = coe.generate(LAW[0])
     assert answer.trace.error and "nobody" in answer.trace.error and answer.trace.expert == "gamma"
+
+
+# ------------------------------------------------------------------------------ terminal chat
+def test_chat_command_reads_stdin_streams_and_prints_traces(checkpoints, router, monkeypatch, capsys):
+    import io
+    import types
+
+    import workbench.demo
+    from workbench.cli import main
+
+    pool = make_pool(checkpoints)
+    coe = make_coe(pool, router)
+    seen = {}
+
+    def fake_bundle(**kwargs):
+        seen.update(kwargs)
+        return types.SimpleNamespace(coe=coe, summary=lambda: "tiny bundle")
+
+    monkeypatch.setattr(workbench.demo, "build_demo_bundle", fake_bundle)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Solve 2x + 3 = 11\n\n/map\n/quit\nnever read\n"))
+    assert main(["chat", "--budget", "4M", "--max-new-tokens", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert seen["budget_b"] == pytest.approx(0.004) and seen["progress"] is False
+    expected = pool.generate("alpha", "Solve 2x + 3 = 11", max_new_tokens=5).text
+    assert "tiny bundle" in out and "you> Solve 2x + 3 = 11" in out
+    assert f"coe> {expected}" in out
+    assert "route: math" in out and "expert: alpha [" in out and "tok/s" in out
+    assert "fallback -> gamma" in out and "never read" not in out
+    pool.close()
+
+
+def test_chat_budget_parsing_and_bad_arguments(capsys):
+    from workbench.cli import main
+    from workbench.commands.chat import parse_budget
+
+    assert parse_budget("4M") == pytest.approx(0.004) and parse_budget("0.5b") == 0.5
+    assert parse_budget("0.002") == 0.002 and parse_budget(None) is None
+    with pytest.raises(WorkbenchError, match="not a number"):
+        parse_budget("lots")
+    assert main(["chat", "--budget", "-1"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    assert main(["chat", "--map", "m.yaml"]) == 2
+    assert "missing --experts, --router" in capsys.readouterr().err

@@ -686,7 +686,7 @@ class DemoBundle:
         cats = sorted(set(map(str, self.prompts.categories)))
         lines = [f"demo prompts: {len(self.prompts)} in {len(cats)} categories "
                  f"({len(self.train_ids)} train / {len(self.held_out_ids)} held out)",
-                 "experts: " + ", ".join(f"{s.name} ({self.experts.n_params(s.name) / 1e6:.1f}M)"
+                 "experts: " + ", ".join(f"{s.name} ({self.experts.n_params(s.name) / 1e6:.2f}M)"
                                          for s in self.specs),
                  f"router: held-out accuracy {self.router_accuracy:.3f}, fallback threshold "
                  f"{self.router.threshold:.3f}",
