@@ -37,8 +37,8 @@ class MiniBundle:
     embeddings: Any = None
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_experts):
+def build_mini_bundle(tiny_experts) -> MiniBundle:
+    """The small in-memory bundle (its pool must be closed by the caller)."""
     import numpy as np
     import pandas as pd
 
@@ -60,10 +60,15 @@ def bundle(tiny_experts):
     pool = make_pool(tiny_experts)
     mapping = make_mapping(pool)
     coe = make_coe(pool, mapping, embedder=embedder, router=router)
-    b = MiniBundle(prompts, embedder, router, scores, registry, mapping, pool, coe,
-                   specs=list(pool.specs.values()), embeddings=embedder.embed(prompts))
+    return MiniBundle(prompts, embedder, router, scores, registry, mapping, pool, coe,
+                      specs=list(pool.specs.values()), embeddings=embedder.embed(prompts))
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_experts):
+    b = build_mini_bundle(tiny_experts)
     yield b
-    pool.close()
+    b.pool.close()
 
 
 def test_create_app_has_a_tab_per_panel(bundle):

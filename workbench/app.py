@@ -30,16 +30,50 @@ from workbench.errors import WorkbenchError
 TITLE = "CoE Workbench"
 EXTENSIONS = ("tabulator", "plotly")
 
+_STATIC_URL = "coe-static"
+_serving = False
 _bundle_lock = threading.Lock()
 _default_bundle: Any = None
 
 
+#: Bokeh's TablerIcon view imports its icon font stylesheet from cdn.jsdelivr.net (hard-coded in
+#: bokeh.js). This snippet, inlined into the page after Bokeh loads, points it at an empty data:
+#: URL so no icon ever reaches for the network; the app's own buttons use inline SVG icons.
+OFFLINE_JS = """\
+(function () {
+  function patch() {
+    try {
+      var model = window.Bokeh && Bokeh.Models && Bokeh.Models.get("TablerIcon");
+      if (model && model.prototype.default_view) {
+        model.prototype.default_view._url = "data:text/css,";
+        return true;
+      }
+    } catch (e) {}
+    return false;
+  }
+  if (!patch()) { document.addEventListener("DOMContentLoaded", patch); }
+})();
+"""
+
+
+def _offline_js_file() -> str:
+    from workbench._paths import atomic_write_text, cache_dir
+
+    path = cache_dir("app") / "coe_offline.js"
+    if not path.exists() or path.read_text(encoding="utf-8") != OFFLINE_JS:
+        atomic_write_text(path, OFFLINE_JS)
+    return str(path)
+
+
 def _extension() -> None:
-    """Load Panel's extensions with inline resources (no CDN)."""
+    """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet."""
     import panel as pn
 
     pn.config.inline = True
-    pn.extension(*EXTENSIONS, inline=True, notifications=False)
+    # served: a same-origin static file (see serve); notebooks: a local file that Panel inlines
+    js = _STATIC_URL + "/coe_offline.js" if _serving else _offline_js_file()
+    pn.config.js_files = {**pn.config.js_files, "coe_offline": js}
+    pn.extension(*EXTENSIONS, inline=True)
 
 
 def default_bundle(*, progress: bool = True) -> Any:
@@ -255,10 +289,15 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
     The Panel/Bokeh server (or its thread when ``threaded``).
     """
     import panel as pn
+    from pathlib import Path
 
+    global _serving
+    static_dir = str(Path(_offline_js_file()).parent)
+    _serving = True
     _extension()
     if bundle is None:
         bundle = default_bundle()
+    static_dirs = {**kwargs.pop("static_dirs", {}), _STATIC_URL: static_dir}
     origins = kwargs.pop("websocket_origin", None) or [f"{address}:{port}", f"localhost:{port}",
                                                        f"127.0.0.1:{port}"]
     return pn.serve(
@@ -270,5 +309,6 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
         websocket_origin=origins,
         threaded=threaded,
         start=start,
+        static_dirs=static_dirs,
         **kwargs,
     )

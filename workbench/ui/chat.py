@@ -223,6 +223,22 @@ class ChatModel(param.Parameterized):
         return pd.DataFrame(rows)
 
 
+def _svg(path: str) -> str:
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="18" height="18" viewBox="0 0 24 24" '
+            'fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" '
+            f'stroke-linejoin="round">{path}</svg>')
+
+
+#: Inline SVG icons for the chat buttons (Panel's default icon names load a font from a CDN).
+ICONS = {
+    "send": _svg('<path d="M10 14l11 -11"/><path d="M21 3l-6.5 18a.55 .55 0 0 1 -1 0l-3.5 -7l-7 -3.5a.55 .55 0 0 1 0 -1l18 -6.5"/>'),
+    "stop": _svg('<rect x="6" y="6" width="12" height="12" rx="1"/>'),
+    "rerun": _svg('<path d="M4 12v-3a3 3 0 0 1 3 -3h13m-3 -3l3 3l-3 3"/><path d="M20 12v3a3 3 0 0 1 -3 3h-13m3 3l-3 -3l3 -3"/>'),
+    "undo": _svg('<path d="M9 11l-4 4l4 4m-4 -4h11a4 4 0 0 0 0 -8h-1"/>'),
+    "clear": _svg('<path d="M4 7l16 0"/><path d="M10 11l0 6"/><path d="M14 11l0 6"/><path d="M5 7l1 12a2 2 0 0 0 2 2h8a2 2 0 0 0 2 -2l1 -12"/><path d="M9 7v-3a1 1 0 0 1 1 -1h4a1 1 0 0 1 1 1v3"/>'),
+}
+
+
 def _escaped_renderer(value: Any):
     """ChatInterface renderer: plain text as escaped HTML (never markdown/HTML)."""
     if isinstance(value, str):
@@ -255,23 +271,41 @@ class ChatPanel(pn.viewable.Viewer):
             show_rerun=False,
             show_undo=False,
             placeholder_threshold=0.3,
+            button_properties={name: {"icon": svg} for name, svg in ICONS.items()},
+            message_params={"show_reaction_icons": False, "show_copy_icon": False,
+                            "show_edit_icon": False},
             height=height,
             sizing_mode="stretch_width",
-            css_classes=["coe-chat"],
         )
         self.interface.param.watch(self._on_clear, "objects")
         help_text = pn.pane.Markdown(
             "Ask anything: the prompt is embedded, the router picks a category, the map picks an "
             "expert and the pool switches it in. The card under each answer is its trace.",
             sizing_mode="stretch_width")
-        self._layout = pn.Column(help_text, self.tokens, self.interface, sizing_mode="stretch_width")
+        self._layout = pn.Column(help_text, self.tokens, self.interface, sizing_mode="stretch_width",
+                                 css_classes=["coe-chat-panel"])
 
     def _on_clear(self, event) -> None:
         if not event.new:
             self.model.clear()
 
-    async def _respond(self, contents: Any, user: str, instance: Any):
+    @staticmethod
+    def _raw_text(contents: Any, instance: Any) -> str:
+        """The text the user typed (Panel hands the callback the *rendered*, escaped HTML)."""
+        try:
+            message = instance.objects[-1]
+            if isinstance(message.object, str):
+                return message.object
+        except (AttributeError, IndexError):
+            pass
         text = contents if isinstance(contents, str) else str(contents)
+        prefix, suffix = '<div class="coe-text">', "</div>"
+        if text.startswith(prefix) and text.endswith(suffix):
+            text = html.unescape(text[len(prefix):-len(suffix)])
+        return text
+
+    async def _respond(self, contents: Any, user: str, instance: Any):
+        text = self._raw_text(contents, instance)
         answer_pane = pn.pane.HTML(text_html(""), stylesheets=[_STYLES], sizing_mode="stretch_width",
                                    css_classes=["coe-answer"])
         card = pn.pane.HTML("", stylesheets=[_STYLES], sizing_mode="stretch_width", visible=False,
