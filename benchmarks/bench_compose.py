@@ -132,6 +132,11 @@ def main() -> int:
     print(f"greedy decoding, max_new_tokens={args.max_new_tokens}; pool capacity {capacity / 2**30:.1f} GiB "
           f"(holds all {len(names)} experts at once)")
 
+    # warm-up (first-call allocations, thread pools) on a small graph, not timed
+    warm = synthetic_graph(2, 2, names, texts, random.Random(args.seed + 1))
+    GraphExecutor(runner).run(warm.copy())
+    GraphExecutor(runner, max_parallel=1).run(warm.copy())
+
     rows, capped_rows = [], []
     for depth in depths:
         for width in widths:

@@ -38,7 +38,7 @@ class NodeResult:
 
     id: str
     expert: str | None
-    status: str                     # ok | failed | skipped
+    status: str                     # pending | running | ok | failed | skipped
     prompt: str = ""                # the sub-query with upstream answers filled in
     text: str = ""
     error: str | None = None
@@ -260,6 +260,7 @@ class GraphExecutor:
         def work(nid: str) -> NodeResult:
             res = results[nid]
             res.worker = threading.current_thread().name
+            res.status = "running"
             res.start_s = time.perf_counter() - t_start
             if callback is not None:
                 _safe(callback, res)
