@@ -1,0 +1,316 @@
+"""Real-browser tests: Playwright drives Debian's Chromium (``/usr/bin/chromium``) against the served app.
+
+Opt-in (``pytest -m browser``); they skip with a reason where Chromium is absent (``.ci/run``
+installs it with apt-get; never ``playwright install``). Every request the page makes to a host other
+than the app's own is recorded and aborted, and the tests assert there were none (offline app).
+
+By default the app serves the small in-memory bundle of ``test_app.py`` (two tiny random-init
+experts); ``COE_BROWSER_BUNDLE=demo`` serves the real offline demo bundle instead (trained tiny
+experts; slower the first time). Screenshots go to ``artifacts/browser/`` (git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_ui_chat import tiny_experts  # noqa: E402,F401  (fixture)
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts" / "browser"
+XSS = '<img src=x onerror="window.__coe_xss=1"><script>window.__coe_xss=2</script>'
+
+#: visible text of an element whose content lives in its shadow root (Panel panes)
+SHADOW_TEXT = ("el => [...(el.shadowRoot || el).children].filter(c => !['STYLE', 'LINK']"
+               ".includes(c.tagName)).map(c => c.innerText).join(' ').trim()")
+
+#: in-page watcher: distinct texts of the newest answer until a new trace card appears
+WATCH_STREAM = """
+async (nTraces) => {
+  const deep = (root, sel, out = []) => {
+    root.querySelectorAll(sel).forEach(e => out.push(e));
+    root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) deep(e.shadowRoot, sel, out); });
+    return out;
+  };
+  const seen = [];
+  const t0 = Date.now();
+  while (Date.now() - t0 < 120000) {
+    const answers = deep(document, '.coe-answer');
+    if (answers.length) {
+      const texts = deep(answers[answers.length - 1].shadowRoot || answers[answers.length - 1], '.coe-text');
+      const t = texts.length ? texts[0].innerText : null;
+      if (t !== null && (seen.length === 0 || seen[seen.length - 1] !== t)) seen.push(t);
+    }
+    if (deep(document, '.coe-trace').length > nTraces) return seen;
+    await new Promise(r => setTimeout(r, 5));
+  }
+  return seen;
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) "
+                    "to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_experts):
+    from workbench.app import serve
+
+    if os.environ.get("COE_BROWSER_BUNDLE") == "demo":
+        from workbench.demo import build_demo_bundle
+
+        bundle, close = build_demo_bundle(progress=False), None
+    else:
+        from test_app import build_mini_bundle
+
+        bundle = build_mini_bundle(tiny_experts)
+        close = bundle.pool.close
+    port = _free_port()
+    server = serve(port=port, bundle=bundle, threaded=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        import urllib.request
+
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=60).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.stop()
+        if close:
+            close()
+
+
+class Browser:
+    """A Chromium with a fresh user-data-dir; records and aborts requests to other hosts."""
+
+    def __init__(self, pw, url: str):
+        self.external: list[str] = []
+        self.errors: list[str] = []
+        self._dir = tempfile.TemporaryDirectory(prefix="coe-chromium-")
+        self.context = pw.chromium.launch_persistent_context(
+            self._dir.name, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000})
+        origin = url.rstrip("/")
+
+        def route(r):
+            if r.request.url.startswith(origin) or r.request.url.startswith(("data:", "blob:")):
+                r.continue_()
+            else:
+                self.external.append(r.request.url)
+                r.abort()
+
+        self.context.route("**/*", route)
+        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.set_default_timeout(60_000)
+        self.page.goto(url, wait_until="domcontentloaded", timeout=180_000)
+        self.page.wait_for_selector(".coe-tabs", timeout=180_000)
+
+    def tab(self, name: str) -> None:
+        self.page.locator(".bk-tab", has_text=name).first.click()
+        self.page.wait_for_timeout(300)
+
+    def text(self, selector: str) -> str:
+        return self.page.locator(selector).first.evaluate(SHADOW_TEXT)
+
+    def shot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+        self._dir.cleanup()
+
+    # -- the mapping editor ---------------------------------------------------------------
+    def mapping_rows(self) -> dict[str, str]:
+        rows = {}
+        table = self.page.locator(".coe-mapping-table")
+        table.locator(".tabulator-row").first.wait_for()
+        for row in table.locator(".tabulator-row").all():
+            cat = row.locator('.tabulator-cell[tabulator-field="category"]').inner_text().strip()
+            rows[cat] = row.locator('.tabulator-cell[tabulator-field="expert"]').inner_text().strip()
+        return rows
+
+    def marker(self):
+        plot = self.page.locator(".coe-frontier-plot .js-plotly-plot")
+        return plot.evaluate("el => el.data.filter(t => /current/i.test(t.name || ''))"
+                             ".map(t => [t.x[0], t.y[0]])[0]")
+
+    def set_expert(self, category: str, expert: str) -> None:
+        row = self.page.locator(".coe-mapping-table .tabulator-row").filter(
+            has=self.page.locator('.tabulator-cell[tabulator-field="category"]', has_text=category)).first
+        row.locator('.tabulator-cell[tabulator-field="expert"]').click()
+        self.page.locator(".tabulator-edit-list-item", has_text=expert).first.click()
+
+    def editable_options(self, category: str) -> list[str]:
+        row = self.page.locator(".coe-mapping-table .tabulator-row").filter(
+            has=self.page.locator('.tabulator-cell[tabulator-field="category"]', has_text=category)).first
+        row.locator('.tabulator-cell[tabulator-field="expert"]').click()
+        items = self.page.locator(".tabulator-edit-list-item")
+        items.first.wait_for()
+        options = [t.strip() for t in items.all_inner_texts()]
+        self.page.keyboard.press("Escape")
+        self.page.wait_for_timeout(200)
+        return options
+
+    # -- the chat -------------------------------------------------------------------------
+    def send_chat(self, text: str) -> list[str]:
+        """Send ``text``; returns the distinct texts the answer showed until its trace appeared."""
+        box = self.page.locator(".coe-chat-panel textarea").first
+        n_traces = self.page.locator(".coe-trace").count()
+        box.fill(text)
+        self.page.evaluate(f"n => {{ window.__coeWatch = ({WATCH_STREAM})(n); }}", n_traces)
+        box.press("Enter")
+        seen = self.page.evaluate("() => window.__coeWatch")
+        self.page.locator(".coe-trace").nth(n_traces).wait_for()
+        return seen
+
+
+def test_app_in_a_real_browser(playwright, app_url):
+    b = Browser(playwright, app_url)
+    try:
+        b.shot("01-explore")
+
+        # -- Explore: lasso the left half of the cluster map; the selection shows in the table
+        plot = b.page.locator(".coe-cluster-plot .js-plotly-plot")
+        plot.wait_for()
+        n_points = plot.evaluate("el => el.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0)")
+        plot.scroll_into_view_if_needed()
+        box = plot.locator(".nsewdrag").first.bounding_box()
+        x0, y0 = box["x"] + 3, box["y"] + 3
+        x1, y1 = box["x"] + box["width"] * 0.5, box["y"] + box["height"] - 3
+        if plot.evaluate("el => el.layout.dragmode") not in ("lasso", "select"):
+            plot.evaluate("el => window.Plotly && Plotly.relayout(el, {dragmode: 'lasso'})")
+        b.page.mouse.move(x0, y0)
+        b.page.mouse.down()
+        for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
+            b.page.mouse.move(x, y, steps=8)
+        b.page.mouse.up()
+        rows = b.page.locator(".coe-selection-table .tabulator-row")
+        rows.first.wait_for()
+        count_text = b.text(".coe-selection-count")
+        n_selected = int(count_text.split()[0])
+        assert 0 < n_selected < n_points, count_text
+        assert rows.count() == n_selected
+        b.shot("02-explore-selection")
+
+        # -- Chat: a streamed answer and its trace card
+        b.tab("Chat")
+        seen = b.send_chat("What is 2 + 2?")
+        final = b.page.locator(".coe-answer").last.evaluate(SHADOW_TEXT)
+        trace = b.page.locator(".coe-trace").last.inner_text()
+        assert final, "the answer is empty"
+        partial = [s for s in seen if s and s != final]
+        assert partial, f"no partial answer was shown before the final one: {seen}"
+        assert all(final.startswith(s.rstrip()) or s.rstrip() in final for s in partial)
+        for field in ("category", "confidence", "fallback", "expert", "tier found", "switch", "generation"):
+            assert field in trace
+        first_expert = b.page.locator('.coe-trace td[data-field="expert"]').last.inner_text().split()[0]
+        first_category = b.page.locator('.coe-trace td[data-field="category"]').last.inner_text().strip()
+        b.shot("03-chat")
+
+        # -- prompt text with HTML/JS is shown escaped, never run
+        b.send_chat(XSS)
+        assert b.page.evaluate("() => window.__coe_xss") is None
+        texts = b.page.locator(".coe-text").all_inner_texts()
+        assert XSS in texts  # the user's message, shown literally
+        assert XSS in b.page.locator(".coe-trace-prompt").last.inner_text()
+        b.shot("04-chat-escaped")
+
+        # -- Mapping: edit the chatted category's cell; metrics and the frontier marker change
+        b.tab("Mapping")
+        before_rows, before_metrics, before_marker = b.mapping_rows(), b.text(".coe-metrics"), b.marker()
+        assert before_rows[first_category] == first_expert
+        options = [o for o in b.editable_options(first_category) if o != first_expert]
+        assert options, "no other expert to choose"
+        b.set_expert(first_category, options[-1])
+        deadline = time.time() + 30
+        while time.time() < deadline and b.text(".coe-metrics") == before_metrics:
+            time.sleep(0.2)
+        after_rows, after_metrics, after_marker = b.mapping_rows(), b.text(".coe-metrics"), b.marker()
+        assert after_rows[first_category] == options[-1]
+        assert after_metrics != before_metrics
+        assert after_marker != before_marker
+        b.shot("05-mapping-edited")
+
+        # -- the session's chat routes with the session's edited map
+        b.tab("Chat")
+        b.send_chat("What is 2 + 2?")
+        assert b.page.locator('.coe-trace td[data-field="expert"]').last.inner_text().split()[0] == options[-1]
+
+        # -- Tiers: the experts that answered are in memory, with their bytes
+        b.tab("Tiers")
+        b.page.wait_for_timeout(1200)  # one periodic refresh
+        cpu = b.page.locator('.coe-tier[data-tier="cpu"] .coe-expert')
+        names = [e.get_attribute("data-expert") for e in cpu.all()]
+        assert first_expert in names or options[-1] in names
+        assert "iB" in cpu.first.inner_text()
+        b.shot("06-tiers")
+        assert b.external == [], f"the page reached for the internet: {b.external}"
+        assert b.errors == []
+    finally:
+        b.close()
+
+
+def test_two_browser_sessions_do_not_share_unsaved_edits(playwright, app_url):
+    one, two = Browser(playwright, app_url), Browser(playwright, app_url)
+    try:
+        for b in (one, two):
+            b.tab("Mapping")
+        rows_one, rows_two = one.mapping_rows(), two.mapping_rows()
+        assert rows_one == rows_two
+        category = next(iter(rows_one))
+        choice = [o for o in one.editable_options(category) if o != rows_one[category]][0]
+        metrics_two = two.text(".coe-metrics")
+        one.set_expert(category, choice)
+        deadline = time.time() + 30
+        while time.time() < deadline and one.mapping_rows()[category] != choice:
+            time.sleep(0.2)
+        assert one.mapping_rows()[category] == choice
+        time.sleep(1.0)  # give any (wrong) cross-session update time to arrive
+        assert two.mapping_rows()[category] == rows_two[category]
+        assert two.text(".coe-metrics") == metrics_two
+        three = Browser(playwright, app_url)  # a session opened after the edit starts clean too
+        try:
+            three.tab("Mapping")
+            assert three.mapping_rows()[category] == rows_two[category]
+        finally:
+            three.close()
+        one.shot("07-session-one-edited")
+        two.shot("08-session-two-untouched")
+        assert one.external == [] and two.external == []
+    finally:
+        one.close()
+        two.close()
