@@ -439,3 +439,17 @@ def test_gpu_cpu_disk_split_matches_cpu(ckpts, tmp_path):
     b = split.generate("six", "what is the sea", max_new_tokens=8)
     assert split.residency()[0]["tier"].startswith("gpu")
     assert a.token_ids == b.token_ids
+
+
+def test_tier_figure(ckpts):
+    from workbench.plots.experts import tier_figure
+
+    pool = _pool(ckpts)
+    pool.pin("math")
+    fig = tier_figure(pool)
+    assert [t.name for t in fig.data] == ["gpu", "cpu", "disk"]
+    cpu = dict(zip(fig.data[1].y, fig.data[1].x))
+    assert cpu["math (pinned)"] > 0 and cpu["code"] == 0
+    assert "CPU" in fig.layout.title.text
+    with pytest.raises(ValueError, match="residency row 0 must be a dict"):
+        tier_figure([1])

@@ -687,6 +687,15 @@ class ExpertPool:
             entry.config = config
             return True
 
+    def prepare(self, names: Iterable[str] | None = None) -> None:
+        """Resolve checkpoints, read configs + tokenizers and build meta skeletons (no weights) ahead of use.
+
+        Later first uses then report ``tier_found="disk"`` instead of ``"cold"``. Errors (missing
+        path, truncated safetensors) surface here, naming the expert.
+        """
+        for name in self.names if names is None else names:
+            self._prepare(self._entry(name))
+
     @staticmethod
     def _dtype(entry: _Entry, checkpoint: Checkpoint | None = None):
         wanted = torch_dtype(entry.spec.dtype)
