@@ -134,6 +134,16 @@ def test_cross_val_proba_is_out_of_fold():
     np.testing.assert_allclose(P.sum(axis=1), 1.0)
 
 
+def test_cross_validate_report_matches_out_of_fold_predictions():
+    X, y = _blobs(n_per=40, spread=2.5)
+    r = CategoryRouter(head="knn", n_neighbors=5)
+    rep = r.cross_validate(X, y, cv=4)
+    P = cross_val_proba(r, X, y, cv=4, random_state=0)
+    assert rep.accuracy == pytest.approx((np.unique(y)[P.argmax(1)] == y).mean())
+    assert rep.n == len(y) and rep.confusion.to_numpy().sum() == len(y)
+    assert not hasattr(r, "classes_")  # self stays unfitted
+
+
 # ---------------------------------------------------------------------------------- routing rule
 def test_route_sends_low_confidence_to_fallback():
     X, y = _blobs(spread=2.0)
@@ -228,6 +238,8 @@ def test_bad_params_and_labels():
     X, y = _blobs()
     with pytest.raises(RouterError, match="head='svm' is not one of"):
         CategoryRouter(head="svm").fit(X, y)
+    with pytest.raises(RouterError, match=r"hidden_layer_sizes=\(0,\) must be positive"):
+        CategoryRouter(head="mlp", hidden_layer_sizes=(0,)).fit(X, y)
     with pytest.raises(RouterError, match="threshold=2 must be None or a number in"):
         CategoryRouter(threshold=2).fit(X, y)
     with pytest.raises(RouterError, match="only 1 class"):

@@ -362,7 +362,8 @@ def run_protocol(
         ))
 
     params = fitted.get_params()
-    params["hidden_layer_sizes"] = list(params["hidden_layer_sizes"])
+    hls = params["hidden_layer_sizes"]
+    params["hidden_layer_sizes"] = [int(hls)] if np.isscalar(hls) else [int(h) for h in hls]
     return ProtocolResult(
         router_accuracy=rep.accuracy,
         router_macro_f1=rep.macro_f1,

@@ -373,6 +373,17 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             raise RouterError(f"n_neighbors={self.n_neighbors!r} must be a positive integer")
         if not (np.isscalar(self.C) and float(self.C) > 0):
             raise RouterError(f"C={self.C!r} must be a positive number")
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise RouterError(f"max_iter={self.max_iter!r} must be a positive integer")
+        if not (np.isscalar(self.alpha) and float(self.alpha) >= 0):
+            raise RouterError(f"alpha={self.alpha!r} must be a number >= 0")
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, (int, np.integer)):
+            sizes = (sizes,)
+        if not (len(tuple(sizes)) >= 1 and all(isinstance(h, (int, np.integer)) and h >= 1
+                                               for h in sizes)):
+            raise RouterError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be positive "
+                              "integers, e.g. (256,)")
         if self.threshold is not None and not (np.isscalar(self.threshold)
                                                and 0.0 <= float(self.threshold) <= 1.0):
             raise RouterError(f"threshold={self.threshold!r} must be None or a number in [0, 1]")
@@ -502,7 +513,9 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             from sklearn.neural_network import MLPClassifier
 
             model = MLPClassifier(
-                hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+                hidden_layer_sizes=(self.hidden_layer_sizes,)
+                if isinstance(self.hidden_layer_sizes, (int, np.integer))
+                else tuple(self.hidden_layer_sizes),
                 alpha=float(self.alpha),
                 max_iter=int(self.max_iter),
                 early_stopping=len(Z) >= 200,
@@ -723,6 +736,16 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         """Accuracy, macro-F1, confusion matrix and calibration error on labelled data."""
         return router_report(y, self.predict_proba(X), self.classes_)
 
+    def cross_validate(self, X, y, *, cv: int = 5, fine_labels: Sequence | None = None) -> RouterReport:
+        """Cross-validated accuracy, macro-F1, confusion matrix and calibration error.
+
+        Fits clones of this (unfitted or fitted) router on ``cv`` stratified folds and scores the
+        out-of-fold probabilities; ``self`` is left unchanged.
+        """
+        P = cross_val_proba(self, X, y, cv=cv, fine_labels=fine_labels,
+                            random_state=self.random_state)
+        return router_report(y, P, np.unique(np.asarray(y)))
+
     # ----------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted router to one ``.npz`` (plain arrays + a JSON header; no pickle)."""
@@ -734,7 +757,8 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         params = self.get_params()
-        params["hidden_layer_sizes"] = list(params["hidden_layer_sizes"])
+        hls = params["hidden_layer_sizes"]
+        params["hidden_layer_sizes"] = [int(hls)] if np.isscalar(hls) else [int(h) for h in hls]
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
