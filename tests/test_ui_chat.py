@@ -1,17 +1,14 @@
 """Live CoE chat and the tier view: the models are driven directly; the Panel views are exercised
 without a browser (the real-browser checks are in test_browser.py).
 
-The CoE under test streams real generations from tiny random-init Llama experts in a real
-:class:`~workbench.experts.ExpertPool` (nothing canned). When :mod:`workbench.coe` is importable the
-real ``CoE`` (MiniLM embedder, a fitted ``CategoryRouter``, a ``CategoryExpertMap``) is used;
-otherwise a minimal stand-in with the same ``stream`` contract routes by a keyword rule.
+The CoE under test is the real :class:`~workbench.coe.CoE` (MiniLM embedder, a ``CategoryRouter``
+fitted on a dozen prompts, a ``CategoryExpertMap``) streaming real generations from tiny random-init
+Llama experts in a real :class:`~workbench.experts.ExpertPool` (nothing canned).
 """
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,60 +29,6 @@ CATEGORY_PROMPTS = {
 
 # ----------------------------------------------------------------------------------------------
 # fixtures: a real pool of tiny experts and a CoE over it
-
-
-@dataclass
-class _Trace:  # only used by the stand-in CoE (when workbench.coe is not importable)
-    prompt: str
-    category: str
-    confidence: float
-    is_fallback: bool
-    expert: str
-    tier_found: str
-    switch_s: float
-    embed_s: float = 0.0
-    route_s: float = 0.0
-    generate_s: float = 0.0
-    new_tokens: int = 0
-    tokens_per_s: float = 0.0
-    error: str | None = None
-    used_fallback_expert: bool = False
-
-    def to_dict(self):
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-@dataclass
-class _Answer:
-    text: str
-    trace: _Trace
-
-
-@dataclass
-class _StandInCoE:
-    """``stream`` contract of workbench.coe.CoE over a real pool; routes by a keyword rule."""
-
-    pool: object
-    mapping: object  # a CategoryExpertMap; read at every call, so map edits apply at once
-
-    def route(self, prompt):
-        words = set(re.findall(r"\w+", prompt.lower()))
-        category = "law" if words & {"law", "court", "contract", "landlord", "statute", "sue"} else "math"
-        return category, 1.0, False, self.mapping.expert_for(category)
-
-    def stream(self, prompt, **gen):
-        category, confidence, fallback, expert = self.route(prompt)
-        stream = self.pool.stream(expert, prompt, **gen)
-        parts = []
-        for chunk in stream:
-            parts.append(chunk)
-            yield chunk
-        g = stream.generation
-        yield _Answer("".join(parts), _Trace(prompt, category, confidence, fallback, expert, g.tier_found,
-                                             g.switch_s, generate_s=g.seconds, new_tokens=g.new_tokens,
-                                             tokens_per_s=g.tokens_per_s))
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +66,11 @@ def fit_router(embedder):
 
 
 def make_coe(pool, mapping=None, embedder=None, router=None):
-    """The real CoE when it exists, else the stand-in (same stream contract)."""
-    mapping = mapping if mapping is not None else make_mapping(pool)
-    try:
-        from workbench.coe import CoE
-    except ImportError:
-        return _StandInCoE(pool, mapping)
+    """The real CoE: MiniLM embedder, a router fitted on CATEGORY_PROMPTS, the map, the pool."""
+    from workbench.coe import CoE
     from workbench.embed import Embedder
+
+    mapping = mapping if mapping is not None else make_mapping(pool)
 
     embedder = embedder or Embedder(progress=False)
     router = router or fit_router(embedder)
@@ -322,3 +263,18 @@ def test_tier_watchers_are_shared_per_pool(tiny_experts):
         assert len(_PoolWatcher.of(pool).subscribers) == 0
     finally:
         pool.close()
+
+
+def test_chat_panel_hands_the_coe_the_raw_typed_text(coe):
+    """Panel gives the callback the rendered (escaped) HTML; the CoE must get what was typed."""
+    from workbench.ui.chat import ChatModel, ChatPanel
+
+    model = ChatModel(coe, max_new_tokens=2)
+    panel = ChatPanel(model)
+    panel.interface.send(XSS, user="You", respond=False)
+    rendered = panel.interface.objects[-1]._object_panel.object
+    assert "&lt;img" in rendered and "<img" not in rendered  # shown escaped in the feed
+    assert ChatPanel._raw_text(rendered, panel.interface) == XSS
+    assert ChatPanel._raw_text(rendered, None) == XSS  # fallback: undo our own wrapper only
+    _drive(panel, rendered)
+    assert model.history[0]["content"] == XSS and model.traces[0].prompt == XSS
