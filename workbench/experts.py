@@ -217,13 +217,17 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
 
 
-def release_memory(cuda: bool = False) -> None:
-    """Give freed memory back to the OS: ``gc.collect()``, glibc ``malloc_trim`` and the CUDA cache."""
-    gc.collect()
+def _malloc_trim() -> None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def release_memory(cuda: bool = False) -> None:
+    """Give freed memory back to the OS: ``gc.collect()``, glibc ``malloc_trim`` and the CUDA cache."""
+    gc.collect()
+    _malloc_trim()
     if cuda:
         import torch
 
@@ -617,8 +621,9 @@ class ExpertPool:
     def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
         """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
         budget = self.gpu_budget if tier == "gpu" else self.cpu_budget
-        freed_gpu = False
+        freed_gpu = evicted = False
         while budget - self.tracked_bytes(tier) < need:
+            evicted = True
             victims = self._evictable(tier, exclude)
             if not victims:
                 return False
@@ -634,6 +639,8 @@ class ExpertPool:
                 self._drop(victim, kind, detail="LRU: making room on cpu")
         if freed_gpu:
             release_memory(cuda=True)
+        elif evicted:
+            _malloc_trim()  # hand freed pages back to the OS (gc.collect() is too slow to run per switch)
         return True
 
     def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
@@ -852,7 +859,11 @@ class ExpertPool:
             with self._cond:
                 while entry.loading:
                     self._cond.wait()
-                found, steps, placement = self._decide(entry, prefetch=prefetch)
+                try:
+                    found, steps, placement = self._decide(entry, prefetch=prefetch)
+                except BaseException:
+                    entry.reserved = {"gpu": 0, "cpu": 0}  # nobody else loads this entry while we decide
+                    raise
                 if steps == ["skip"]:
                     self._record(name, "prefetch", "disk", "disk", 0, time.perf_counter() - t0, "skipped: no room without evicting in-use/pinned experts")
                     self._release(entry)
