@@ -20,10 +20,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import gc
-import os
 import queue
 import shutil
 import tempfile
@@ -34,14 +31,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from workbench.errors import ExpertError, PlacementError
-from workbench.placement import (
+from workbench.placement import (  # noqa: F401  (parse_size, plan_placement, release_memory are re-exported)
     Checkpoint,
     Placement,
+    checkpoint_dtype,
+    drop_weights,
     empty_model,
     format_bytes,
     inspect_checkpoint,
+    load_pretrained,
+    load_split,
+    malloc_trim,
+    materialise,
     parse_size,
     plan_placement,
+    read_weights,
+    release_memory,
     resolve_model_path,
     torch_dtype,
 )
@@ -217,24 +222,6 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
 
 
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def release_memory(cuda: bool = False) -> None:
-    """Give freed memory back to the OS: ``gc.collect()``, glibc ``malloc_trim`` and the CUDA cache."""
-    gc.collect()
-    _malloc_trim()
-    if cuda:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-
-
 # ----------------------------------------------------------------------------------------------
 # pool internals
 
@@ -285,18 +272,6 @@ class _Entry:
         if self.split_model is not None and self.placement is not None:
             return "+".join(self.placement.tiers)
         return "disk"
-
-
-def _to_meta(model: Any) -> None:
-    """Drop a skeleton's weights: every parameter becomes a meta tensor (buffers are kept)."""
-    import torch
-
-    for module in model.modules():
-        for pname, param in list(module._parameters.items()):
-            if param is not None and param.device.type != "meta":
-                module._parameters[pname] = torch.nn.Parameter(
-                    torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False
-                )
 
 
 class GenerationStream:
@@ -587,12 +562,12 @@ class ExpertPool:
         """Drop one copy of ``entry`` (``gpu``/``cpu``/``split``); caller holds the lock. Returns bytes freed."""
         t0 = time.perf_counter()
         if tier == "gpu" and entry.gpu_model is not None:
-            _to_meta(entry.gpu_model)
+            drop_weights(entry.gpu_model)
             entry.gpu_model = None
             to = "cpu" if entry.cpu_model is not None else "disk"
             nbytes = entry.nbytes
         elif tier == "cpu" and entry.cpu_model is not None:
-            _to_meta(entry.cpu_model)
+            drop_weights(entry.cpu_model)
             entry.cpu_model = None
             to, nbytes = "disk", entry.nbytes
             if entry.gpu_model is not None:
@@ -640,7 +615,7 @@ class ExpertPool:
         if freed_gpu:
             release_memory(cuda=True)
         elif evicted:
-            _malloc_trim()  # hand freed pages back to the OS (gc.collect() is too slow to run per switch)
+            malloc_trim()  # hand freed pages back to the OS (gc.collect() is too slow to run per switch)
         return True
 
     def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
@@ -652,7 +627,7 @@ class ExpertPool:
                 victim.cpu_model = self._materialise(victim, state, "cpu")
                 self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
                              "LRU: demoted to the CPU tier")
-                _to_meta(victim.gpu_model)
+                drop_weights(victim.gpu_model)
                 victim.gpu_model = None
                 return
             except Exception as exc:  # fall back to dropping
@@ -705,102 +680,28 @@ class ExpertPool:
 
     @staticmethod
     def _dtype(entry: _Entry, checkpoint: Checkpoint | None = None):
-        wanted = torch_dtype(entry.spec.dtype)
-        if wanted is not None:
-            return wanted
-        checkpoint = checkpoint or entry.checkpoint
-        names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
-        for dtype, _shape, _file in (checkpoint.tensors.values() if checkpoint else []):
-            if dtype in names:
-                return torch_dtype(names[dtype])
-        return None
+        return torch_dtype(entry.spec.dtype) or checkpoint_dtype(checkpoint or entry.checkpoint)
 
     def _skeleton(self, entry: _Entry, device: str):
         skeleton = entry.skeletons.get(device)
         if skeleton is None:
-            skeleton = empty_model(entry.config, self._dtype(entry))
-            if device != "cpu":
-                for module in skeleton.modules():
-                    for bname, buf in list(module._buffers.items()):
-                        if buf is not None:
-                            module._buffers[bname] = buf.to(device)
-            entry.skeletons[device] = skeleton
+            skeleton = entry.skeletons[device] = empty_model(entry.config, self._dtype(entry), device=device)
         return skeleton
-
-    def _read_weights(self, entry: _Entry, device: str) -> dict:
-        from safetensors.torch import load_file
-
-        dtype = torch_dtype(entry.spec.dtype)
-        state: dict = {}
-        for file in entry.checkpoint.weight_files:
-            try:
-                try:
-                    part = load_file(file, device=device, backend="pread")  # eager read into fresh memory
-                except TypeError:  # older safetensors without the pread backend
-                    part = {k: v.clone() for k, v in load_file(file, device=device).items()}
-            except Exception as exc:
-                raise ExpertError(
-                    f"expert {entry.spec.name!r}: reading {file} failed: {exc}. Fix: re-save or re-download the checkpoint"
-                ) from exc
-            if dtype is not None:
-                part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
-            state.update(part)
-        return state
 
     def _materialise(self, entry: _Entry, state: dict, device: str):
-        skeleton = self._skeleton(entry, device)
-        try:
-            result = skeleton.load_state_dict(state, assign=True, strict=False)
-            if result.missing_keys and hasattr(skeleton, "tie_weights"):
-                skeleton.tie_weights()
-            still_meta = [n for n, p in skeleton.named_parameters() if p.device.type == "meta"]
-            if still_meta:
-                raise ExpertError(
-                    f"expert {entry.spec.name!r}: the checkpoint in {entry.checkpoint.path} misses weights "
-                    f"{still_meta[:5]}{' ...' if len(still_meta) > 5 else ''}; it does not match its config.json. "
-                    "Fix: re-save the checkpoint with save_pretrained"
-                )
-            if result.unexpected_keys:
-                raise ExpertError(
-                    f"expert {entry.spec.name!r}: the checkpoint in {entry.checkpoint.path} has weights the model "
-                    f"does not expect: {result.unexpected_keys[:5]}. Fix: check config.json matches the weights"
-                )
-        except BaseException:
-            _to_meta(skeleton)
-            raise
-        skeleton.eval()
-        return skeleton
+        return materialise(self._skeleton(entry, device), state, expert=entry.spec.name, source=entry.checkpoint.path)
 
     def _load_split(self, entry: _Entry, placement: Placement):
-        from transformers import AutoModelForCausalLM
-
-        folder = self._offload_root() / entry.spec.name
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                entry.checkpoint.path,
-                device_map=placement.device_map,
-                offload_folder=str(folder),
-                dtype=self._dtype(entry) or "auto",
-                trust_remote_code=entry.spec.trust_remote_code,
-            )
-        except Exception as exc:
-            raise ExpertError(
-                f"expert {entry.spec.name!r}: loading {entry.checkpoint.path} split as {placement.bytes_per_tier} "
-                f"failed: {exc}"
-            ) from exc
-        return model.eval()
+        return load_split(entry.checkpoint.path, placement, offload_folder=self._offload_root() / entry.spec.name,
+                          dtype=self._dtype(entry), trust_remote_code=entry.spec.trust_remote_code, expert=entry.spec.name)
 
     def _load_full(self, entry: _Entry, device: str):
-        """Disk -> one device, fast path through safetensors (falls back to from_pretrained for .bin)."""
+        """Disk -> one device: safetensors read straight into the cached skeleton (from_pretrained for .bin)."""
         if entry.checkpoint.format != "safetensors":
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(
-                entry.checkpoint.path, device_map={"": device}, dtype=self._dtype(entry) or "auto",
-                trust_remote_code=entry.spec.trust_remote_code,
-            )
-            return model.eval()
-        return self._materialise(entry, self._read_weights(entry, device), device)
+            return load_pretrained(entry.checkpoint.path, device, dtype=self._dtype(entry),
+                                   trust_remote_code=entry.spec.trust_remote_code, expert=entry.spec.name)
+        state = read_weights(entry.checkpoint, device, dtype=torch_dtype(entry.spec.dtype), expert=entry.spec.name)
+        return self._materialise(entry, state, device)
 
     # -- switching in ---------------------------------------------------------------------------
 

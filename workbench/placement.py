@@ -284,8 +284,11 @@ def torch_dtype(dtype: Any):
     return value
 
 
-def empty_model(config: Any, dtype: Any = None):
-    """A model skeleton on the meta device (no weights allocated) for a transformers config."""
+def empty_model(config: Any, dtype: Any = None, device: str = "cpu"):
+    """A model skeleton with its parameters on the meta device (no weights allocated) for a config.
+
+    Buffers (e.g. rotary frequencies) are real and live on ``device``.
+    """
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
@@ -293,6 +296,11 @@ def empty_model(config: Any, dtype: Any = None):
     dtype = torch_dtype(dtype) or torch_dtype(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    if device != "cpu":
+        for module in model.modules():
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:
+                    module._buffers[name] = buf.to(device)
     model.eval()
     return model
 
@@ -414,3 +422,130 @@ def _as_meta_model(model: Any, dtype: Any):
     raise PlacementError(
         f"plan_placement needs a checkpoint path, a transformers config or a model, not {type(model).__name__}"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# loading (the "do" half): bytes from disk into a tier
+
+
+def checkpoint_dtype(checkpoint: Checkpoint | None):
+    """The floating dtype the checkpoint stores (first floating tensor), or ``None``."""
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+    for dtype, _shape, _file in (checkpoint.tensors.values() if checkpoint else []):
+        if dtype in names:
+            return torch_dtype(names[dtype])
+    return None
+
+
+def read_weights(checkpoint: Checkpoint, device: str = "cpu", *, dtype: Any = None, expert: str = "?") -> dict:
+    """Read every tensor of a safetensors checkpoint into fresh memory on ``device`` (eager ``pread``)."""
+    from safetensors.torch import load_file
+
+    dtype = torch_dtype(dtype)
+    state: dict = {}
+    for file in checkpoint.weight_files:
+        try:
+            try:
+                part = load_file(file, device=device, backend="pread")  # reads every byte now
+            except TypeError:  # older safetensors without the pread backend: mmap, then copy
+                part = {k: v.clone() for k, v in load_file(file, device=device).items()}
+        except Exception as exc:
+            raise ExpertError(
+                f"expert {expert!r}: reading {file} failed: {exc}. Fix: re-save or re-download the checkpoint"
+            ) from exc
+        if dtype is not None:
+            part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
+        state.update(part)
+    return state
+
+
+def drop_weights(model: Any) -> None:
+    """Free a skeleton's weights: every parameter becomes a meta tensor again (buffers are kept)."""
+    import torch
+
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.device.type != "meta":
+                module._parameters[name] = torch.nn.Parameter(
+                    torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False
+                )
+
+
+def materialise(skeleton: Any, state: dict, *, expert: str = "?", source: Any = "?"):
+    """Assign ``state`` into a meta skeleton (no copy: ``load_state_dict(assign=True)``), tie weights, check.
+
+    On failure the skeleton is reset to meta and :class:`ExpertError` names the missing/unexpected keys.
+    """
+    try:
+        result = skeleton.load_state_dict(state, assign=True, strict=False)
+        if result.missing_keys and hasattr(skeleton, "tie_weights"):
+            skeleton.tie_weights()
+        still_meta = [n for n, p in skeleton.named_parameters() if p.device.type == "meta"]
+        if still_meta:
+            raise ExpertError(
+                f"expert {expert!r}: the checkpoint in {source} misses weights "
+                f"{still_meta[:5]}{' ...' if len(still_meta) > 5 else ''}; it does not match its config.json. "
+                "Fix: re-save the checkpoint with save_pretrained"
+            )
+        if result.unexpected_keys:
+            raise ExpertError(
+                f"expert {expert!r}: the checkpoint in {source} has weights the model does not expect: "
+                f"{result.unexpected_keys[:5]}. Fix: check config.json matches the weights"
+            )
+    except BaseException:
+        drop_weights(skeleton)
+        raise
+    return skeleton.eval()
+
+
+def load_split(path: Path, placement: Placement, *, offload_folder: Path, dtype: Any = None,
+               trust_remote_code: bool = False, expert: str = "?"):
+    """Load a checkpoint split across tiers with accelerate, following ``placement.device_map``."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, device_map=placement.device_map, offload_folder=str(offload_folder),
+            dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
+        )
+    except Exception as exc:
+        raise ExpertError(
+            f"expert {expert!r}: loading {path} split as {placement.bytes_per_tier} failed: {exc}"
+        ) from exc
+    return model.eval()
+
+
+def load_pretrained(path: Path, device: str, *, dtype: Any = None, trust_remote_code: bool = False, expert: str = "?"):
+    """``from_pretrained`` onto one device (used for checkpoints without safetensors)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, device_map={"": device}, dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
+        )
+    except Exception as exc:
+        raise ExpertError(f"expert {expert!r}: loading {path} failed: {exc}. Fix: re-save it with safetensors") from exc
+    return model.eval()
+
+
+def malloc_trim() -> None:
+    """Ask glibc to return freed heap pages to the OS (no-op elsewhere)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def release_memory(cuda: bool = False) -> None:
+    """Give freed memory back to the OS: ``gc.collect()``, glibc ``malloc_trim`` and the CUDA cache."""
+    import gc
+
+    gc.collect()
+    malloc_trim()
+    if cuda:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
