@@ -398,3 +398,22 @@ def test_explore_widget_selection_and_embed(bundle, cluster, embed):
     assert set(cluster.selection) >= {int(trace.customdata[0]), int(trace.customdata[1])}
     with pytest.raises(MapError, match="needs a bundle"):
         explore_widget()
+
+
+def test_embed_follows_the_session_cluster_map_and_editor(bundle, tmp_path):
+    from workbench.maps import Map
+    from workbench.ui.mapping_editor import MappingEditorModel
+
+    builder = FakeBuilder(ClusterMapModel.from_bundle(bundle, warm=False).map)
+    cm = ClusterMapModel(bundle.prompts, encode(bundle.prompts.texts), builder=builder, warm=False)
+    editor = MappingEditorModel.from_bundle(bundle, autosave_path=tmp_path / "a.json")
+    em = EmbedModel.from_bundle(bundle, map=cm, mapping=editor)
+    em.text = "python function bug"
+    assert em.expert == "big" and em.map is cm.map
+    editor.set_expert("code", "small")
+    assert em.expert == "small"
+    cm.method = "tsne"
+    builder.finish(Map(np.zeros((len(bundle.prompts), 2)) + 7.0, "tsne"))
+    assert em.map is cm.map and em.position == pytest.approx((7.0, 7.0))
+    with pytest.raises(MapError, match="follow\\(\\) takes"):
+        em.follow(object())

@@ -110,6 +110,11 @@ def _bundle_embeddings(bundle: Any) -> np.ndarray:
     return X
 
 
+def _is_model(obj: Any) -> bool:
+    """A session model (ClusterMapModel, MappingEditorModel) rather than a plain object."""
+    return isinstance(obj, param.Parameterized) and "version" in obj.param
+
+
 def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
@@ -210,19 +215,46 @@ class EmbedModel(param.Parameterized):
         self._unit_X = _unit(X)
         self._router = router
         self._encode = encode
-        super().__init__(mapping=mapping, map=map, **params)
+        follow = [src for src in (map, mapping) if _is_model(src)]
+        super().__init__(mapping=None if _is_model(mapping) else mapping,
+                         map=None if _is_model(map) else map, **params)
+        for src in follow:
+            self.follow(src)
         if self.text:
             self._update()
 
+    def follow(self, source: Any) -> EmbedModel:
+        """Keep up with another model of the same session.
+
+        A :class:`ClusterMapModel`: place the prompt on whichever map it shows. A
+        :class:`~workbench.ui.mapping_editor.MappingEditorModel`: pick the expert from the map
+        being edited, re-routed on every edit. Returns ``self``.
+        """
+        if isinstance(source, ClusterMapModel):
+            self.map = source.map
+            source.param.watch(lambda *_: setattr(self, "map", source.map), ["shown_method"])
+        elif _is_model(source) and hasattr(source, "mapping"):
+            self.mapping = source.mapping
+            source.param.watch(lambda *_: self._update(), ["version"])
+        else:
+            raise MapError(f"follow() takes a ClusterMapModel or a MappingEditorModel, got "
+                           f"{type(source).__name__}")
+        return self
+
     @classmethod
     def from_bundle(cls, bundle: Any, map: Any = None, **params: Any) -> EmbedModel:
-        """From a demo bundle (prompts, embedder, router, mapping); ``map`` defaults to the
-        cached UMAP map if there is one, else PCA."""
+        """From a demo bundle (prompts, embedder, router, mapping).
+
+        ``map`` defaults to the cached UMAP map if there is one, else PCA; pass a
+        :class:`ClusterMapModel` to follow the map it shows. ``mapping=`` (in ``params``) may be
+        a map or a MappingEditorModel to follow (default ``bundle.mapping``).
+        """
         X = _bundle_embeddings(bundle)
         if map is None:
             map = _shared_builder(X, 0).first()
-        return cls(bundle.prompts, X, bundle.router, encode=bundle.embedder.encode,
-                   mapping=getattr(bundle, "mapping", None), map=map, **params)
+        params.setdefault("mapping", getattr(bundle, "mapping", None))
+        return cls(bundle.prompts, X, bundle.router, encode=bundle.embedder.encode, map=map,
+                   **params)
 
     @property
     def prompts(self) -> Any:
@@ -284,10 +316,7 @@ class EmbedModel(param.Parameterized):
             if self.mapping is not None:
                 expert = (self.mapping.expert_for(category) if category in self.mapping
                           else self.mapping.fallback_expert)
-            position = None
-            if self.map is not None:
-                xy = self.map.place(q)[0]
-                position = (float(xy[0]), float(xy[1]))
+            position = self._place(q)
         except Exception as exc:  # shown in the view; the model stays usable
             self._clear(error=f"{type(exc).__name__}: {exc}")
             self.version += 1
@@ -297,6 +326,19 @@ class EmbedModel(param.Parameterized):
                           confidence=float(routing.confidence[0]),
                           is_fallback=bool(routing.is_fallback[0]), expert=expert, error="")
         self.version += 1
+
+    def _place(self, q: np.ndarray, m: Any = None) -> tuple[float, float] | None:
+        m = self.map if m is None else m
+        if m is None:
+            return None
+        if (getattr(m, "embeddings", None) is None and not m.can_place_natively
+                and len(m) == len(self._X)):
+            # a map loaded without its embeddings: place by kNN on ours (same rows)
+            from workbench.maps import Map
+
+            m = Map(m.coords, m.method, m.params, embeddings=self._X)
+        xy = m.place(q)[0]
+        return (float(xy[0]), float(xy[1]))
 
     def figure(self, color: str = "category") -> Any:
         """The map with the reference prompts and the typed prompt as a star."""
@@ -1004,7 +1046,7 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
     if embed is None:
         if bundle is None:
             raise MapError("explore_widget needs a bundle to build the EmbedModel, or embed=")
-        embed = EmbedModel.from_bundle(bundle, map=cluster.map)
+        embed = EmbedModel.from_bundle(bundle, map=cluster)
 
     # -- embed part
     text = w.Textarea(placeholder="Type or paste a prompt", layout=w.Layout(width="100%",
@@ -1065,7 +1107,9 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
                 from workbench.plots.maps import mark_points
 
                 # place the prompt on the map on show
-                xy = cluster.map.place(embed._encode([embed.text]))[0] if embed.text else None
+                xy = (embed.position if embed.map is cluster.map else
+                      embed._place(np.asarray(embed._encode([embed.text]), dtype=np.float32),
+                                   cluster.map))
                 if xy is not None:
                     mark_points(new, np.array([xy]), "your prompt", texts=[embed.text])
             with fig.batch_update():
