@@ -58,7 +58,10 @@ def default_router() -> "CategoryRouter":
     calibration half of MMLU-Pro; see ``notebooks/02_mmlu_pro_coe.ipynb``)."""
     from workbench.router import CategoryRouter
 
-    return CategoryRouter(head="logreg", C=10.0)
+    # 5-fold CV accuracy on the calibration half (seed 0, all-MiniLM-L6-v2): kNN k=20 with
+    # softmax(similarity / 0.07) votes 0.802; kNN k=10 inverse-distance 0.784; k=25 0.771;
+    # logistic regression C=10 0.768.
+    return CategoryRouter(head="knn", n_neighbors=20, knn_weights="softmax", knn_temperature=0.07)
 
 
 @dataclass(frozen=True)

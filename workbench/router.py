@@ -265,15 +265,19 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    head : {"logreg", "knn", "mlp"}, default "logreg"
-        Multinomial logistic regression, k-nearest neighbours (SambaNova's production choice), or
-        a small multi-layer perceptron.
+    head : {"knn", "logreg", "mlp"}, default "knn"
+        k-nearest neighbours (SambaNova's production choice; the best head on MMLU-Pro by
+        cross-validation), multinomial logistic regression, or a small multi-layer perceptron.
     C : float, default 10.0
         Inverse L2 regularisation strength of the logistic-regression head.
-    n_neighbors : int, default 25
+    n_neighbors : int, default 20
         Neighbours of the kNN head.
-    knn_weights : {"distance", "uniform"}, default "distance"
-        Vote weighting of the kNN head.
+    knn_weights : {"softmax", "distance", "uniform"}, default "softmax"
+        Vote weighting of the kNN head: ``exp((s - s_max) / knn_temperature)`` of the similarity
+        ``s = -|x - x'|^2 / 2`` (cosine similarity minus one for unit vectors), inverse distance,
+        or equal votes.
+    knn_temperature : float, default 0.07
+        Temperature of the ``"softmax"`` vote weights (smaller trusts the nearest more).
     hidden_layer_sizes : tuple of int, default (256,)
         Hidden layers of the MLP head.
     alpha : float, default 1e-3
@@ -326,11 +330,12 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        head: str = "logreg",
+        head: str = "knn",
         *,
         C: float = 10.0,
-        n_neighbors: int = 25,
-        knn_weights: str = "distance",
+        n_neighbors: int = 20,
+        knn_weights: str = "softmax",
+        knn_temperature: float = 0.07,
         hidden_layer_sizes: tuple = (256,),
         alpha: float = 1e-3,
         max_iter: int = 1000,
@@ -347,6 +352,7 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         self.C = C
         self.n_neighbors = n_neighbors
         self.knn_weights = knn_weights
+        self.knn_temperature = knn_temperature
         self.hidden_layer_sizes = hidden_layer_sizes
         self.alpha = alpha
         self.max_iter = max_iter
@@ -367,8 +373,11 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             raise RouterError(f"confidence={self.confidence!r} is not one of {list(CONFIDENCES)}")
         if self.calibration not in CALIBRATIONS:
             raise RouterError(f"calibration={self.calibration!r} is not one of {list(CALIBRATIONS)}")
-        if self.knn_weights not in ("distance", "uniform"):
-            raise RouterError(f"knn_weights={self.knn_weights!r} must be 'distance' or 'uniform'")
+        if self.knn_weights not in ("softmax", "distance", "uniform"):
+            raise RouterError(f"knn_weights={self.knn_weights!r} must be 'softmax', 'distance' or "
+                              "'uniform'")
+        if not (np.isscalar(self.knn_temperature) and float(self.knn_temperature) > 0):
+            raise RouterError(f"knn_temperature={self.knn_temperature!r} must be a positive number")
         if not (isinstance(self.n_neighbors, (int, np.integer)) and self.n_neighbors >= 1):
             raise RouterError(f"n_neighbors={self.n_neighbors!r} must be a positive integer")
         if not (np.isscalar(self.C) and float(self.C) > 0):
@@ -546,7 +555,10 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             train, labels = state["train"].astype(np.float64), state["labels"]
             k = min(int(self.n_neighbors), len(train))
             idx, dist = _nearest(train, Z, k)
-            if self.knn_weights == "distance":
+            if self.knn_weights == "softmax":
+                half_sq = 0.5 * dist ** 2
+                w = np.exp(-(half_sq - half_sq[:, :1]) / float(self.knn_temperature))
+            elif self.knn_weights == "distance":
                 w = 1.0 / np.maximum(dist, 1e-6)
                 exact = dist <= 1e-6  # an exact match wins alone, as in scikit-learn
                 rows = exact.any(axis=1)
