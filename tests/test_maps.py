@@ -21,8 +21,13 @@ FAST_TSNE = {"perplexity": 10, "n_iter": 60, "early_exaggeration_iter": 30}
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    """A fresh map cache per test, inherited by subprocesses and spawned workers."""
+def _own_cache(request, tmp_path, monkeypatch):
+    """A fresh map cache per test, inherited by subprocesses and spawned workers.
+
+    The session's cache root (shared embeddings, e.g. ``COE_WORKBENCH_CACHE=.cache``) stays
+    reachable as ``request.node.session_cache``.
+    """
+    request.node.session_cache = os.environ.get("COE_WORKBENCH_CACHE")
     monkeypatch.setenv("COE_WORKBENCH_CACHE", str(tmp_path / "cache"))
 
 
@@ -439,14 +444,16 @@ def test_cli_errors(tmp_path, capsys):
 # ------------------------------------------------------------------------ real data (slow)
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_mmlu_pro_umap_and_tsne_category_purity(mmlu_pro_dir):
+def test_mmlu_pro_umap_and_tsne_category_purity(mmlu_pro_dir, request):
     from workbench.embed import Embedder
     from workbench.prompts import PromptSet
     from workbench.quality import knn_purity
 
     prompts = PromptSet.from_mmlu_pro(mmlu_pro_dir)
     assert len(prompts) == 12032 and len(prompts.category_names) == 14
-    X = Embedder().embed(prompts)
+    # embeddings from the session's cache (shared when COE_WORKBENCH_CACHE is exported)
+    X = Embedder(cache=Path(request.node.session_cache) / "embeddings").embed(prompts)
+    assert X.shape == (12032, 384)
     labels = prompts.categories
     emb_purity = knn_purity(X, labels, k=10)
     results = {"embedding": emb_purity}
