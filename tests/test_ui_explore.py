@@ -417,3 +417,15 @@ def test_embed_follows_the_session_cluster_map_and_editor(bundle, tmp_path):
     assert em.map is cm.map and em.position == pytest.approx((7.0, 7.0))
     with pytest.raises(MapError, match="follow\\(\\) takes"):
         em.follow(object())
+
+
+def test_importing_workbench_ui_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, workbench.ui as ui; assert 'MappingEditorModel' in dir(ui); "
+            "heavy = [m for m in ('panel', 'plotly', 'ipywidgets', 'torch', 'umap') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
