@@ -453,3 +453,17 @@ def test_tier_figure(ckpts):
     assert "CPU" in fig.layout.title.text
     with pytest.raises(ValueError, match="residency row 0 must be a dict"):
         tier_figure([1])
+
+
+@pytest.mark.gpu
+def test_gpu_tied_weights_copied_once(ckpts):
+    import torch
+
+    pool = ExpertPool([ExpertSpec("tied", ckpts["tied"])], gpu_memory="1GiB", cpu_memory="1GiB")
+    before = torch.cuda.memory_allocated()
+    with pool.use("tied") as e:
+        assert e.device == "cuda"
+        assert e.model.lm_head.weight.data_ptr() == e.model.model.embed_tokens.weight.data_ptr()
+        assert torch.cuda.memory_allocated() - before <= pool.residency()[0]["gpu_bytes"] + 2**20
+    got = pool.generate("tied", "solve for x", max_new_tokens=5)
+    assert got.token_ids == _reference_tokens(ckpts["tied"], "solve for x", 5)

@@ -35,6 +35,7 @@ from workbench.placement import (  # noqa: F401  (parse_size, plan_placement, re
     Checkpoint,
     Placement,
     checkpoint_dtype,
+    copy_state,
     drop_weights,
     empty_model,
     format_bytes,
@@ -596,7 +597,7 @@ class ExpertPool:
     def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
         """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
         budget = self.gpu_budget if tier == "gpu" else self.cpu_budget
-        freed_gpu = evicted = False
+        evicted = False
         while budget - self.tracked_bytes(tier) < need:
             evicted = True
             victims = self._evictable(tier, exclude)
@@ -604,7 +605,6 @@ class ExpertPool:
                 return False
             victim = victims[0]
             if tier == "gpu":
-                freed_gpu = True
                 if victim.split_model is not None:
                     self._drop(victim, "split", detail="LRU: making room on gpu")
                 else:
@@ -612,10 +612,11 @@ class ExpertPool:
             else:
                 kind = "split" if victim.split_model is not None else "cpu"
                 self._drop(victim, kind, detail="LRU: making room on cpu")
-        if freed_gpu:
-            release_memory(cuda=True)
-        elif evicted:
-            malloc_trim()  # hand freed pages back to the OS (gc.collect() is too slow to run per switch)
+        if evicted and tier == "cpu":
+            # hand freed pages back to the OS (gc.collect() is too slow to run per switch). On the GPU the
+            # freed blocks stay in torch's caching allocator for the next expert (memory_allocated drops);
+            # evict()/close() also empty the CUDA cache.
+            malloc_trim()
         return True
 
     def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
@@ -623,7 +624,7 @@ class ExpertPool:
         if victim.cpu_model is None and victim.nbytes <= self.cpu_budget and self._make_room("cpu", victim.nbytes, exclude):
             t0 = time.perf_counter()
             try:
-                state = {k: v.detach().to("cpu") for k, v in victim.gpu_model.state_dict().items()}
+                state = copy_state(victim.gpu_model, "cpu")
                 victim.cpu_model = self._materialise(victim, state, "cpu")
                 self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
                              "LRU: demoted to the CPU tier")
@@ -789,10 +790,7 @@ class ExpertPool:
                         entry.cpu_model, entry.reserved["cpu"] = model, entry.reserved["cpu"] - entry.nbytes
                     self._record(name, action, "disk", "cpu", entry.nbytes, time.perf_counter() - s0, "cold start" if cold else "")
                 elif step == "cpu->gpu":
-                    state = {k: v.detach().to("cuda", non_blocking=True) for k, v in entry.cpu_model.state_dict().items()}
-                    import torch
-
-                    torch.cuda.synchronize()
+                    state = copy_state(entry.cpu_model, "cuda")
                     model = self._materialise(entry, state, "cuda")
                     with self._lock:
                         entry.gpu_model, entry.reserved["gpu"] = model, entry.reserved["gpu"] - entry.nbytes

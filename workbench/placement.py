@@ -17,6 +17,7 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -293,8 +294,15 @@ def empty_model(config: Any, dtype: Any = None, device: str = "cpu"):
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    try:  # skip the (pointless, ~0.1 s) weight init on meta tensors, as from_pretrained itself does
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            no_init_weights = contextlib.nullcontext
     dtype = torch_dtype(dtype) or torch_dtype(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
-    with init_empty_weights():
+    with init_empty_weights(), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
     if device != "cpu":
         for module in model.modules():
@@ -456,6 +464,22 @@ def read_weights(checkpoint: Checkpoint, device: str = "cpu", *, dtype: Any = No
         if dtype is not None:
             part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
         state.update(part)
+    return state
+
+
+def copy_state(model: Any, device: str) -> dict:
+    """The model's weights copied to ``device`` (tensors shared in the model, e.g. tied embeddings, copied once)."""
+    import torch
+
+    copies: dict = {}
+    state: dict = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if key not in copies:
+            copies[key] = tensor.detach().to(device, non_blocking=True)
+        state[name] = copies[key]
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
     return state
 
 
