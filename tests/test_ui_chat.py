@@ -278,3 +278,18 @@ def test_chat_panel_hands_the_coe_the_raw_typed_text(coe):
     assert ChatPanel._raw_text(rendered, None) == XSS  # fallback: undo our own wrapper only
     _drive(panel, rendered)
     assert model.history[0]["content"] == XSS and model.traces[0].prompt == XSS
+
+
+def test_chat_panel_shows_a_conversation_the_model_already_holds(coe):
+    from workbench.ui.chat import ChatModel, ChatPanel
+
+    model = ChatModel(coe, max_new_tokens=2)
+    answer = model.ask("What is 2 + 2?")
+    panel = ChatPanel(model)
+    messages = panel.interface.objects
+    assert [m.user for m in messages] == ["You", "CoE"]
+    assert messages[0].object == "What is 2 + 2?"
+    answer_pane, card = messages[1].object.objects
+    assert card.visible and answer.trace.expert in card.object
+    panel.interface.clear()
+    assert model.history == [] and model.traces == []

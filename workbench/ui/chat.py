@@ -75,7 +75,9 @@ def trace_rows(trace: Any) -> list[tuple[str, str]]:
     rows = [
         ("category", str(get("category", "–"))),
         ("confidence", f"{float(conf):.2f}" if conf is not None else "–"),
-        ("fallback", "yes (low confidence)" if get("is_fallback") else "no"),
+        ("fallback", ("yes (low confidence" + (f"; router's top: {get('predicted')}"
+                                               if get("predicted") else "") + ")")
+         if get("is_fallback") else "no"),
         ("expert", str(get("expert", "–")) + ("  (fallback expert after an error)"
                                               if get("used_fallback_expert") else "")),
         ("tier found", str(get("tier_found", "–"))),
@@ -277,6 +279,7 @@ class ChatPanel(pn.viewable.Viewer):
             height=height,
             sizing_mode="stretch_width",
         )
+        self._replay_history()
         self.interface.param.watch(self._on_clear, "objects")
         help_text = pn.pane.Markdown(
             "Ask anything: the prompt is embedded, the router picks a category, the map picks an "
@@ -284,6 +287,26 @@ class ChatPanel(pn.viewable.Viewer):
             sizing_mode="stretch_width")
         self._layout = pn.Column(help_text, self.tokens, self.interface, sizing_mode="stretch_width",
                                  css_classes=["coe-chat-panel"])
+
+    @staticmethod
+    def _answer_view(text: str = "", trace: Any = None):
+        """The response message: the (escaped) answer and, once known, its trace card."""
+        answer_pane = pn.pane.HTML(text_html(text), stylesheets=[_STYLES], sizing_mode="stretch_width",
+                                   css_classes=["coe-answer"])
+        card = pn.pane.HTML(trace_html(trace) if trace is not None else "", stylesheets=[_STYLES],
+                            sizing_mode="stretch_width", visible=trace is not None,
+                            css_classes=["coe-trace-card"])
+        return pn.Column(answer_pane, card, sizing_mode="stretch_width")
+
+    def _replay_history(self) -> None:
+        """Show a conversation the model already holds (e.g. one driven from notebook code)."""
+        traces = iter(self.model.traces)
+        for message in self.model.history:
+            if message["role"] == "user":
+                self.interface.send(message["content"], user="You", respond=False)
+            else:
+                self.interface.send(self._answer_view(message["content"], next(traces, None)),
+                                    user="CoE", respond=False)
 
     def _on_clear(self, event) -> None:
         if not event.new:
@@ -306,11 +329,8 @@ class ChatPanel(pn.viewable.Viewer):
 
     async def _respond(self, contents: Any, user: str, instance: Any):
         text = self._raw_text(contents, instance)
-        answer_pane = pn.pane.HTML(text_html(""), stylesheets=[_STYLES], sizing_mode="stretch_width",
-                                   css_classes=["coe-answer"])
-        card = pn.pane.HTML("", stylesheets=[_STYLES], sizing_mode="stretch_width", visible=False,
-                            css_classes=["coe-trace-card"])
-        column = pn.Column(answer_pane, card, sizing_mode="stretch_width")
+        column = self._answer_view()
+        answer_pane, card = column.objects
         try:
             stream = self.model.send(text)
         except ChatError as exc:
