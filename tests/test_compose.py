@@ -528,3 +528,39 @@ def test_compose_command_errors_are_clear(tmp_path, capsys):
     assert "depends on unknown node 'b'" in capsys.readouterr().err
     assert main(["compose", "--graph", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compose_on_the_demo_bundle():
+    """End to end on the real demo experts (trains them when the cache is cold)."""
+    from workbench.compose import CoENodeRouter
+    from workbench.demo import build_demo_bundle
+
+    bundle = build_demo_bundle(progress=False)
+    names = {s.name for s in bundle.specs}
+    query = "Solve 2x + 3 = 11. Then explain the answer in Spanish, and write a short poem about the sea."
+    for routing in ("similarity", "coe"):
+        composer = Composer.from_bundle(bundle, routing=routing, gen={"max_new_tokens": 8})
+        result = composer.run(query)
+        assert result.complete and len(result.graph) == 3
+        assert set(result.graph.experts().values()) <= names
+        assert result.graph["q2"].dependencies == ["q1"]
+        assert result.execution.nodes["q2"].prompt.endswith(result.execution.nodes["q1"].text.strip())
+        assert result.aggregation.method in ("llm", "template") and result.answer.strip()
+        assert all(r.new_tokens is not None and r.new_tokens <= 8 for r in result.execution.nodes.values())
+    coe_graph = assign_experts(RuleDecomposer()(query), CoENodeRouter(bundle.coe))
+    assert all(n.category for n in coe_graph)
+    # the tiny generalist cannot write JSON: retries, then a clear error (or, rarely, a valid graph)
+    dec = LLMDecomposer(_pool_runner(bundle), bundle.mapping.fallback_expert, max_attempts=2)
+    try:
+        graph = dec(query)
+    except DecomposeError as exc:
+        assert "no valid query graph in 2 attempt(s)" in str(exc) and len(exc.attempts) == 2
+    else:
+        assert len(graph) >= 1
+
+
+def _pool_runner(bundle):
+    from workbench.compose import PoolRunner
+
+    return PoolRunner(bundle.pool, max_new_tokens=24)
