@@ -41,17 +41,24 @@ def _check_estimator(est, expected_failed=None):
     assert sum(r["status"] == "passed" for r in results) >= 40
 
 
+# kNN has no solver iterations, so the n_iter_ check (it applies to estimators with max_iter)
+# does not apply to the kNN head.
+KNN_SKIPS = {"check_non_transformer_estimators_n_iter": "the kNN head has no solver iterations"}
+
+
+def test_sklearn_estimator_checks_default_knn():
+    _check_estimator(CategoryRouter(), KNN_SKIPS)
+
+
 def test_sklearn_estimator_checks_logreg():
-    _check_estimator(CategoryRouter())
+    _check_estimator(CategoryRouter(head="logreg"))
 
 
 @pytest.mark.slow
-def test_sklearn_estimator_checks_knn_and_temperature():
-    # kNN has no solver iterations, so the n_iter_ check does not apply to it.
-    _check_estimator(CategoryRouter(head="knn"), {
-        "check_non_transformer_estimators_n_iter": "the kNN head has no solver iterations (n_iter_)",
-    })
-    _check_estimator(CategoryRouter(calibration="temperature"))
+def test_sklearn_estimator_checks_other_knn_weights_and_temperature():
+    _check_estimator(CategoryRouter(knn_weights="distance", n_neighbors=5), KNN_SKIPS)
+    _check_estimator(CategoryRouter(knn_weights="uniform"), KNN_SKIPS)
+    _check_estimator(CategoryRouter(head="logreg", calibration="temperature"))
 
 
 @pytest.mark.slow
@@ -70,10 +77,11 @@ def test_get_params_and_clone_roundtrip():
 
 
 # ------------------------------------------------------------------------------ fitting and heads
-@pytest.mark.parametrize("head", ["logreg", "knn", "mlp"])
-def test_heads_learn_separable_blobs(head):
+@pytest.mark.parametrize("head,kw", [("logreg", {}), ("knn", {}), ("knn", {"knn_weights": "distance"}),
+                                     ("knn", {"knn_weights": "uniform"}), ("mlp", {})])
+def test_heads_learn_separable_blobs(head, kw):
     X, y = _blobs()
-    r = CategoryRouter(head=head, n_neighbors=5).fit(X[::2], y[::2])
+    r = CategoryRouter(head=head, n_neighbors=5, **kw).fit(X[::2], y[::2])
     assert list(r.classes_) == ["cat0", "cat1", "cat2", "cat3"]
     P = r.predict_proba(X[1::2])
     assert P.shape == (len(X) // 2, 4)
@@ -86,7 +94,7 @@ def test_fine_labels_are_summed_into_categories():
     X, y = _blobs(k=4)
     # two fine labels per category; the head learns 8 classes, predicts 4
     fine = np.array([f"{c}-{i % 2}" for i, c in enumerate(y)])
-    r = CategoryRouter().fit(X, y, fine_labels=fine)
+    r = CategoryRouter(head="logreg").fit(X, y, fine_labels=fine)
     assert len(r.fine_classes_) == 8 and len(r.classes_) == 4
     P = r.predict_proba(X)
     assert P.shape == (len(X), 4)
@@ -101,8 +109,8 @@ def test_temperature_calibration_reduces_overconfidence():
     X, y = _blobs(n_per=150, k=3, d=32, spread=3.0, seed=1)
     from workbench.router import router_report
 
-    raw = CategoryRouter(C=1e4, calibration=None)
-    cal = CategoryRouter(C=1e4, calibration="temperature")
+    raw = CategoryRouter(head="logreg", C=1e4, calibration=None)
+    cal = CategoryRouter(head="logreg", C=1e4, calibration="temperature")
     Xtr, ytr, Xte, yte = X[::2], y[::2], X[1::2], y[1::2]
     raw.fit(Xtr, ytr)
     cal.fit(Xtr, ytr)
@@ -236,6 +244,8 @@ def test_wrong_dimension_names_both_dims():
 
 def test_bad_params_and_labels():
     X, y = _blobs()
+    with pytest.raises(RouterError, match="knn_weights='cosine' must be 'softmax'"):
+        CategoryRouter(knn_weights="cosine").fit(X, y)
     with pytest.raises(RouterError, match="head='svm' is not one of"):
         CategoryRouter(head="svm").fit(X, y)
     with pytest.raises(RouterError, match=r"hidden_layer_sizes=\(0,\) must be positive"):
@@ -252,7 +262,7 @@ def test_bad_params_and_labels():
 
 # ------------------------------------------------------------------------- pickle-free persistence
 @pytest.mark.parametrize("kwargs", [
-    {"head": "logreg"}, {"head": "knn", "n_neighbors": 4}, {"head": "mlp", "hidden_layer_sizes": (16, 8)},
+    {}, {"head": "logreg"}, {"head": "knn", "n_neighbors": 4, "knn_weights": "distance"}, {"head": "mlp", "hidden_layer_sizes": (16, 8)},
     {"head": "logreg", "calibration": "temperature", "standardize": True, "threshold": 0.5},
 ])
 def test_save_load_roundtrip(tmp_path, kwargs):
@@ -298,7 +308,7 @@ def _rewrite(path, out, *, meta=None, drop=None, replace=None):
 
 def test_load_rejects_tampered_and_foreign_files(tmp_path):
     X, y = _blobs()
-    good = CategoryRouter().fit(X, y).save(tmp_path / "good.npz")
+    good = CategoryRouter(head="logreg").fit(X, y).save(tmp_path / "good.npz")
 
     # a pickle (could run code on load) is refused without being unpickled
     evil = tmp_path / "evil.npz"
@@ -329,6 +339,7 @@ def test_load_rejects_tampered_and_foreign_files(tmp_path):
         ({"meta": lambda m: m["params"].update(evil_param=1)}, "malformed router header"),
         ({"meta": lambda m: m.pop("classes")}, "malformed router header"),
         ({"meta": lambda m: m.update(classes=["a"])}, "at least 2 distinct"),
+        ({"meta": lambda m: m["params"].update(knn_temperature=-1)}, "knn_temperature=-1"),
         ({"drop": ["head_coef"]}, "missing the array 'head_coef'"),
         ({"replace": {"head_coef": np.zeros((4, 5))}}, r"'head_coef' has shape \(4, 5\)"),
         ({"replace": {"head_intercept": np.array([np.nan, 0, 0, 0])}}, "NaN"),

@@ -50,7 +50,9 @@ __all__ = [
 
 DEFAULT_BUDGETS = (8.0, 13.0, 30.0, 50.0)
 #: Fallback rates tried (on the calibration half) for each budget.
-DEFAULT_FALLBACK_RATES = (0.0, 0.02, 0.05, 0.1, 0.2)
+DEFAULT_FALLBACK_RATES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+#: Budget shares held back, tried in order until the safety rule holds (automatic margin).
+MARGIN_STEPS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
 def default_router() -> "CategoryRouter":
@@ -210,7 +212,8 @@ def run_protocol(
     fine_labels: Sequence[str] | None = None,
     fallback_rates: Sequence[float] = DEFAULT_FALLBACK_RATES,
     fallback_experts: Sequence[str] | None = None,
-    budget_margin: float = 0.03,
+    budget_margin: float | None = None,
+    safety_z: float = 3.0,
     cv: int = 5,
     direct_neighbors: int = 50,
     embedder: str | None = None,
@@ -236,11 +239,15 @@ def run_protocol(
     fallback_rates : sequence of float
         Fallback rates tried per budget; the one with the best out-of-fold calibration score wins.
     fallback_experts : sequence of str, optional
-        Candidate experts for the fallback category (default: every expert); the best on the
-        calibration estimate wins per budget.
-    budget_margin : float
-        The optimiser gets ``budget * (1 - budget_margin)`` so the measured held-out average stays
-        within the budget despite sampling noise.
+        Candidate experts for the fallback category (default: the experts on the cost/quality
+        Pareto front of calibration means); the best on the calibration estimate wins per budget.
+    budget_margin : float, optional
+        Fixed share of the budget held back: the optimiser gets ``budget * (1 - budget_margin)``.
+        ``None`` (default) chooses it per map: the smallest margin in :data:`MARGIN_STEPS` for
+        which the map's calibration estimate of average active parameters plus ``safety_z``
+        standard errors of a held-out-sized average stays within the budget.
+    safety_z : float
+        Standard errors of safety for the automatic margin.
     cv : int
         Folds of the out-of-fold routing on the calibration half.
     direct_neighbors : int
@@ -294,25 +301,51 @@ def run_protocol(
     true_weights = cal_scores.category_weights()
 
     # ---- CoE maps against the router's own (out-of-fold) routing, per budget
-    candidates_fb = list(fallback_experts) if fallback_experts is not None else experts
+    if fallback_experts is not None:
+        candidates_fb = list(fallback_experts)
+    else:  # the cost/quality Pareto front: no other expert is as cheap and better
+        cal_mean = S_cal.mean(axis=0)
+        candidates_fb = [e for j, e in enumerate(experts) if not any(
+            active[o] <= active[e] and cal_mean[k] > cal_mean[j]
+            for k, o in enumerate(experts) if o != e)]
+    n_eval = len(held)
+    margins = MARGIN_STEPS if budget_margin is None else (float(budget_margin),)
+
+    def _fits(costs: np.ndarray, budget: float) -> bool:
+        if budget_margin is not None:
+            return True
+        se = costs.std() / np.sqrt(n_eval)
+        return costs.mean() + safety_z * se <= budget * (1 + 1e-12)
+
+    def _cheapest_safe(means, weights, routed, budget, fb):
+        """The best map under the largest target whose safety rule holds (None if none)."""
+        for f in margins:
+            try:
+                m = optimize_mapping(means, weights, registry, budget_active_b=budget * (1 - f),
+                                     fallback_expert=fb)
+            except InfeasibleBudgetError:
+                return None
+            a = m.assignments
+            costs = np.array([active[a[c]] for c in routed])
+            if _fits(costs, budget):
+                return m
+        return None
     tables = {}
     for rate in sorted(set(float(r) for r in fallback_rates)):
         thr = None if rate <= 0 else float(np.sort(oof_conf)[int(np.floor(rate * len(oof_conf)))])
         routed = _route_categories(oof_conf, oof_pred, thr)
         routed_scores = cal_scores.with_categories(routed)
-        tables[rate] = (thr, routed_scores.category_means(), routed_scores.category_weights())
+        tables[rate] = (thr, routed_scores.category_means(), routed_scores.category_weights(),
+                        routed)
 
     results: list[BudgetResult] = []
     for budget in budgets:
-        target = budget * (1.0 - budget_margin)
         best = None
-        for rate, (thr, means, weights) in tables.items():
+        for rate, (thr, means, weights, routed) in tables.items():
             fb_list = candidates_fb if FALLBACK_CATEGORY in weights else [None]
             for fb in fb_list:
-                try:
-                    m = optimize_mapping(means, weights, registry, budget_active_b=target,
-                                         fallback_expert=fb)
-                except InfeasibleBudgetError:
+                m = _cheapest_safe(means, weights, routed, budget, fb)
+                if m is None:
                     continue
                 met = m.metrics(means, registry, weights=weights)
                 key = (met.expected_score, -met.average_active_params_b, -rate)
@@ -320,19 +353,19 @@ def run_protocol(
                     best = (key, rate, thr, m, met)
         if best is None:
             raise InfeasibleBudgetError(
-                f"budget {budget:g}B is infeasible: no map fits {target:.3g}B on average "
-                f"(budget minus a {budget_margin:.0%} margin); the cheapest expert has "
-                f"{min(active.values()):g}B active"
+                f"budget {budget:g}B is infeasible: no map fits it on average with a safety "
+                f"margin; the cheapest expert has {min(active.values()):g}B active, so ask for "
+                "a budget above that"
             )
         _, rate, thr, cmap, met = best
         routed_held = _route_categories(held_conf, held_pred, thr)
         assign = cmap.assignments
         acc, avg = _apply_map(assign, routed_held, S_held, experts, active)
-        try:
-            omap = optimize_mapping(true_means, true_weights, registry, budget_active_b=target)
+        omap = _cheapest_safe(true_means, true_weights, y[cal], budget, None)
+        if omap is not None:
             o_assign = omap.assignments
             o_acc, o_avg = _apply_map(o_assign, y[held], S_held, experts, active)
-        except InfeasibleBudgetError:
+        else:
             o_assign, o_acc, o_avg = {}, float("nan"), float("nan")
         results.append(BudgetResult(
             budget_b=budget, accuracy=acc, avg_active_b=avg, oracle_accuracy=o_acc,
@@ -352,9 +385,17 @@ def run_protocol(
     Q_held = direct_router.quality(X[held])
     direct = []
     for budget in budgets:
-        try:
-            lam = direct_router.cost_weight_for_budget(budget * (1.0 - budget_margin))
-        except InfeasibleBudgetError:
+        lam = None
+        for f in margins:
+            try:
+                lam_f = direct_router.cost_weight_for_budget(budget * (1.0 - f))
+            except InfeasibleBudgetError:
+                break
+            loo_costs = direct_router.costs_[direct_router._choose(direct_router.loo_quality_, lam_f)]
+            if _fits(loo_costs, budget):
+                lam = lam_f
+                break
+        if lam is None:
             continue
         chosen = direct_router._choose(Q_held, lam)
         direct.append(DirectResult(
