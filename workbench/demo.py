@@ -11,11 +11,30 @@ loads them with ``AutoModelForCausalLM`` and :func:`~workbench.livescore.score_m
 Part of every category is held out of training (a seeded, stratified split) and the experts are
 scored on those held-out prompts only, so the demo's category-to-expert map is honest.
 
+The demo map's score is ``token_prob``: the per-token probability of the held-out reference
+answer, ``exp(mean per-token log-likelihood)`` (see :mod:`workbench.livescore`).
+
 Examples
 --------
 >>> from workbench.demo import build_demo_bundle
 >>> bundle = build_demo_bundle()                          # doctest: +SKIP
 >>> print(bundle.coe.generate("Solve 2x+3=11").text)      # doctest: +SKIP
+
+Real experts go through the same code: list them as :class:`~workbench.experts.ExpertSpec` entries
+(a YAML list: ``name``, ``model`` = a local folder or a Hugging Face id already in the cache,
+``dtype``, ``total_params_b``), score them live on your held-out prompts (or use published
+per-question results such as MMLU-Pro), optimise the map and serve:
+
+>>> from workbench import CoE, Embedder, ModelRegistry, optimize_mapping        # doctest: +SKIP
+>>> from workbench.experts import ExpertPool, specs_from_file                    # doctest: +SKIP
+>>> from workbench.livescore import score_models                                 # doctest: +SKIP
+>>> specs = specs_from_file("experts.yaml")   # Qwen2-7B-Instruct, gemma-2-9b-it, gemma-2-27b-it,
+...                                           # Llama-3.1-70B-Instruct, Qwen2-72B-Instruct  # doctest: +SKIP
+>>> scores = score_models(specs, held_out_prompts)                               # doctest: +SKIP
+>>> registry = ModelRegistry({s.name: s.total_params_b for s in specs})          # doctest: +SKIP
+>>> mapping = optimize_mapping(scores.category_means(), scores.category_weights(),
+...                            registry, budget_active_b=30)                     # doctest: +SKIP
+>>> coe = CoE(Embedder(), router, mapping, ExpertPool(specs, cpu_memory="300GiB"))  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -612,8 +631,9 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
 #: per-token log-likelihood) on held-out prompts; see :mod:`workbench.livescore`.
 DEMO_SCORE = "token_prob"
 
-#: Default budget of the demo map, as a share of the generalist's active parameters.
-DEFAULT_BUDGET_SHARE = 0.5
+#: Default budget of the demo map: this far from the cheapest feasible map (0) to the average
+#: active parameters of the best unconstrained map (1), so the default budget binds.
+DEFAULT_BUDGET_POSITION = 0.75
 
 #: Target share of low-confidence prompts sent to the fallback category (threshold chosen on the
 #: held-out prompts, which the router was not fitted on).
@@ -744,9 +764,10 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
     force : bool
         Retrain and rescore even if cached.
     budget_b : float, optional
-        Budget of the map on average active parameters, in billions; default half the
-        generalist's (:data:`DEFAULT_BUDGET_SHARE`), raised to the smallest feasible budget if
-        needed.
+        Budget of the map on average active parameters, in billions. Default: three quarters
+        (:data:`DEFAULT_BUDGET_POSITION`) of the way from the cheapest feasible map to the best
+        unconstrained one, so the budget shapes the map. A budget below the cheapest feasible
+        map raises :class:`~workbench.errors.InfeasibleBudgetError` naming the smallest one.
     spec_file : path, optional
         The demo experts' spec (default ``data/demo_experts.yaml``).
     embedder : Embedder, optional
@@ -770,7 +791,6 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
 
     from workbench.coe import CoE
     from workbench.embed import Embedder
-    from workbench.errors import InfeasibleBudgetError
     from workbench.experts import ExpertPool
     from workbench.livescore import scores_from_frame
     from workbench.mapping import optimize_mapping, pareto_frontier
@@ -804,14 +824,11 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
                               for name in experts.names})
     means, weights = scores.category_means(), scores.category_weights()
     if budget_b is None:
-        budget_b = DEFAULT_BUDGET_SHARE * registry.active(experts.generalist)
-    try:
-        mapping = optimize_mapping(means, weights, registry, budget_active_b=float(budget_b),
-                                   fallback_expert=experts.generalist)
-    except InfeasibleBudgetError:
         frontier = pareto_frontier(means, weights, registry, fallback_expert=experts.generalist)
-        budget_b = float(frontier[0].budget_b)
-        mapping = frontier[0].mapping
+        cheapest, best = frontier[0].budget_b, frontier[-1].average_active_params_b
+        budget_b = cheapest + DEFAULT_BUDGET_POSITION * (best - cheapest)
+    mapping = optimize_mapping(means, weights, registry, budget_active_b=float(budget_b),
+                               fallback_expert=experts.generalist)
     specs = experts.specs()
     pool = ExpertPool(specs, gpu_memory=gpu_memory, cpu_memory=cpu_memory)
     coe = CoE(embedder, router, mapping, pool, on_error=on_error)

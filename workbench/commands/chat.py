@@ -27,7 +27,7 @@ example:
 def register(parser) -> None:
     parser.add_argument("--budget", metavar="B", default=None,
                         help="re-optimise the demo map at this budget on average active parameters: "
-                             "'4M', '0.004B' or a number in billions (default: half the generalist)")
+                             "'4M', '0.004B' or a number in billions (default: 3/4 of the way from the cheapest to the best map)")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="tokens per answer (default: each expert's own setting)")
     parser.add_argument("--no-stream", action="store_true", help="print each answer when complete")
