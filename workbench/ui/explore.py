@@ -425,8 +425,15 @@ class ClusterMapModel(param.Parameterized):
         with param.parameterized.discard_events(self):
             self.method = m
             self.shown_method = m
+        self.status = f"{_PRETTY[m]} map of {len(X)} prompts" + (
+            " (from the cache)" if getattr(first, "from_cache", False) else "")
         if warm and m != "umap":
-            self._start("umap", show=False)
+            try:
+                self._start("umap", show=False)
+                if "umap" not in self._maps:
+                    self.status += "; UMAP is computing in the background"
+            except Exception as exc:  # e.g. too few points: the other maps still work
+                self.status += f"; no UMAP: {exc}"
 
     @classmethod
     def from_bundle(cls, bundle: Any, **kwargs: Any) -> ClusterMapModel:

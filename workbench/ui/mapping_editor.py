@@ -31,7 +31,7 @@ import param
 
 from workbench.errors import MappingError
 
-__all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget"]
+__all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget", "format_params"]
 
 #: CSS classes of the editor's parts (stable names for browser tests)
 CSS = {
@@ -434,11 +434,33 @@ class MappingEditorModel(param.Parameterized):
 import panel as pn  # noqa: E402  (the views below need Panel; the model above does not)
 
 
+def format_params(billions: float) -> str:
+    """``12.5B``, ``3.85M`` or ``950K``: parameter counts at a readable scale.
+
+    >>> format_params(70.0), format_params(0.00385184)
+    ('70B', '3.85M')
+    """
+    b = float(billions)
+    if abs(b) >= 1:
+        return f"{b:.3g}B"
+    if abs(b) >= 1e-3:
+        return f"{b * 1e3:.3g}M"
+    return f"{b * 1e6:.3g}K"
+
+
+def _budget_step(model: MappingEditorModel) -> float:
+    """A budget step of about a tenth of the largest expert's order of magnitude."""
+    import math
+
+    top = max((model._registry.active(e) for e in model.experts), default=1.0)
+    return 10 ** math.floor(math.log10(top)) / 10 if top > 0 else 0.1
+
+
 def _format_metrics(model: MappingEditorModel) -> str:
     m = model.metrics
-    return (f"**Expected score** {m.expected_score:.4f} &nbsp;·&nbsp; "
-            f"**Average active params** {m.average_active_params_b:.4g} B &nbsp;·&nbsp; "
-            f"**Resident params** {m.resident_params_b:.4g} B &nbsp;·&nbsp; "
+    return (f"**Expected score** {m.expected_score:.4g} &nbsp;·&nbsp; "
+            f"**Average active params** {format_params(m.average_active_params_b)} &nbsp;·&nbsp; "
+            f"**Resident params** {format_params(m.resident_params_b)} &nbsp;·&nbsp; "
             f"**Experts** {m.n_experts}")
 
 
@@ -468,8 +490,9 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._metrics = pn.pane.Markdown(_format_metrics(model), css_classes=[CSS["metrics"]])
         self._plot = pn.pane.Plotly(model.figure(), css_classes=[CSS["frontier"]],
                                     sizing_mode="stretch_width", height=380)
-        self._budget = pn.widgets.FloatInput(label="Budget (avg active params, B)",
-                                             value=model.budget_b, start=0.0, step=0.1,
+        self._budget = pn.widgets.FloatInput(label="Budget (avg active params, billions)",
+                                             value=model.budget_b, start=0.0,
+                                             step=_budget_step(model),
                                              css_classes=[CSS["budget"]], width=200)
         self._optimise = pn.widgets.Button(label="Optimise at budget", color="primary",
                                            css_classes=[CSS["optimise"]])
@@ -552,9 +575,10 @@ class MappingEditorPanel(pn.viewable.Viewer):
 # ---------------------------------------------------------------------------------------------
 def _metrics_html(model: MappingEditorModel) -> str:
     m = model.metrics
-    return (f"<b>Expected score</b> {m.expected_score:.4f} &nbsp; "
-            f"<b>Average active params</b> {m.average_active_params_b:.4g} B &nbsp; "
-            f"<b>Resident params</b> {m.resident_params_b:.4g} B &nbsp; <b>Experts</b> {m.n_experts}")
+    return (f"<b>Expected score</b> {m.expected_score:.4g} &nbsp; "
+            f"<b>Average active params</b> {format_params(m.average_active_params_b)} &nbsp; "
+            f"<b>Resident params</b> {format_params(m.resident_params_b)} &nbsp; "
+            f"<b>Experts</b> {m.n_experts}")
 
 
 def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | None = None,
@@ -615,7 +639,8 @@ def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | Non
         rows.append(w.HBox([label, dd, cb]))
     metrics = w.HTML(_metrics_html(model))
     fig = go.FigureWidget(model.figure())
-    budget = w.FloatText(value=model.budget_b, description="budget (B)")
+    budget = w.BoundedFloatText(value=model.budget_b, min=0.0, max=1e9,
+                                step=_budget_step(model), description="budget (B)")
     opt = w.Button(description="Optimise at budget", button_style="primary")
     undo = w.Button(description="Undo")
     redo = w.Button(description="Redo")
