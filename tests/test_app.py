@@ -187,3 +187,20 @@ def test_serve_on_localhost_without_cdn(bundle):
             assert attr not in page.replace("http://127.0.0.1", "").replace("http://localhost", "")
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_live_coe_notebook_runs_top_to_bottom():
+    """notebooks/04_live_coe.ipynb with small defaults (builds the demo bundle if not cached)."""
+    from test_notebooks import outputs_text, run_notebook
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "04_live_coe.ipynb"
+    nb = run_notebook(path, {"COE_NB_FAST": "1"}, timeout=1800)
+    text = outputs_text(nb)
+    assert "ERROR" not in text
+    assert "chunks streamed" in text and "tier found" in text and "after evicting" in text
+    assert "&lt;img src=x" in text  # the hostile prompt, escaped
+    js = "".join(out.get("data", {}).get("application/javascript", "")
+                 for cell in nb.cells for out in cell.get("outputs", []))
+    assert 'default_view._url = "data:text/css,"' in js  # assets inlined with the offline patch
+    assert "ChatPanel" in text and "TierPanel" in text

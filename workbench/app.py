@@ -65,8 +65,12 @@ def _offline_js_file() -> str:
     return str(path)
 
 
-def _extension() -> None:
-    """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet."""
+def offline_extension() -> None:
+    """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet.
+
+    Call it instead of ``pn.extension(...)`` in a notebook that shows the workbench's Panel views:
+    the assets (and the icon patch of :data:`OFFLINE_JS`) are inlined into the notebook.
+    """
     import panel as pn
 
     pn.config.inline = True
@@ -239,7 +243,7 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
     """
     import panel as pn
 
-    _extension()
+    offline_extension()
     if bundle is None:
         bundle = default_bundle()
     names = tuple(tabs) if tabs else tuple(TABS)
@@ -294,7 +298,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
     global _serving
     static_dir = str(Path(_offline_js_file()).parent)
     _serving = True
-    _extension()
+    offline_extension()
     if bundle is None:
         bundle = default_bundle()
     static_dirs = {**kwargs.pop("static_dirs", {}), _STATIC_URL: static_dir}
