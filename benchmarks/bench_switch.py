@@ -210,37 +210,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'safetensors load_file() default mmap (lazy)':48s} {median_ms(load_file_mmap):10.2f}   (maps pages, reads nothing)")
 
     # ---- 3: trace with locality vs from_pretrained per request ------------------------------------
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trace = locality_trace(names, args.trace, seed=7)
     prompts = ["what is the sea", "solve for x", "the court ruled", "write a short poem"]
+    tokenizers = {name: AutoTokenizer.from_pretrained(path) for name, path in zip(names, paths)}  # generous to the baseline
     pool = ExpertPool(specs, cpu_memory=budget, gpu_memory=None, prefetch=False)
-    s = time.perf_counter()
-    ours = [pool.generate(name, prompts[i % 4], max_new_tokens=args.new_tokens) for i, name in enumerate(trace)]
-    t_pool = time.perf_counter() - s
-    t_pool_switch = sum(g.switch_s for g in ours)
-    found = {k: sum(g.tier_found == k for g in ours) for k in ("cold", "disk", "cpu")}
-    pool.close()
-    tokenizers = {}
-    from transformers import AutoTokenizer
-
-    for name, path in zip(names, paths):  # cached once: generous to the baseline
-        tokenizers[name] = AutoTokenizer.from_pretrained(path)
-    s = time.perf_counter()
-    same, t_naive_switch = 0, 0.0
+    # interleaved (pool request i, then baseline request i) so both see the same machine load
+    ours, same = [], 0
+    t_pool = t_naive = t_naive_switch = 0.0
     for i, name in enumerate(trace):
-        s_load = time.perf_counter()
+        s = time.perf_counter()
+        ours.append(pool.generate(name, prompts[i % 4], max_new_tokens=args.new_tokens))
+        t_pool += time.perf_counter() - s
+        s = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(paths[names.index(name)]).eval()
-        t_naive_switch += time.perf_counter() - s_load
+        t_naive_switch += time.perf_counter() - s
         tok = tokenizers[name]
         enc = tok.apply_chat_template([{"role": "user", "content": prompts[i % 4]}], add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)
         with torch.inference_mode():
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                  max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        t_naive += time.perf_counter() - s
         same += out[0, enc["input_ids"].shape[1]:].tolist() == ours[i].token_ids
         del model
-    t_naive = time.perf_counter() - s
+    t_pool_switch = sum(g.switch_s for g in ours)
+    found = {k: sum(g.tier_found == k for g in ours) for k in ("cold", "disk", "cpu")}
+    pool.close()
     speedup_switch = t_naive_switch / t_pool_switch
     speedup = t_naive / t_pool
     switches = sum(1 for a, b in zip(trace, trace[1:]) if a != b)

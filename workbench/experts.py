@@ -656,7 +656,7 @@ class ExpertPool:
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
             except Exception:
                 tokenizer = None  # use() still works; generate() explains
-            skeleton = empty_model(config, self._dtype(entry, checkpoint))
+            skeleton = empty_model(config, self._dtype(entry, checkpoint), trust_remote_code=spec.trust_remote_code)
             from accelerate.utils import compute_module_sizes, get_max_layer_size
 
             from workbench.placement import no_split_classes
@@ -686,7 +686,8 @@ class ExpertPool:
     def _skeleton(self, entry: _Entry, device: str):
         skeleton = entry.skeletons.get(device)
         if skeleton is None:
-            skeleton = entry.skeletons[device] = empty_model(entry.config, self._dtype(entry), device=device)
+            skeleton = entry.skeletons[device] = empty_model(
+                entry.config, self._dtype(entry), device=device, trust_remote_code=entry.spec.trust_remote_code)
         return skeleton
 
     def _materialise(self, entry: _Entry, state: dict, device: str):

@@ -285,7 +285,7 @@ def torch_dtype(dtype: Any):
     return value
 
 
-def empty_model(config: Any, dtype: Any = None, device: str = "cpu"):
+def empty_model(config: Any, dtype: Any = None, device: str = "cpu", *, trust_remote_code: bool = False):
     """A model skeleton with its parameters on the meta device (no weights allocated) for a config.
 
     Buffers (e.g. rotary frequencies) are real and live on ``device``.
@@ -303,7 +303,8 @@ def empty_model(config: Any, dtype: Any = None, device: str = "cpu"):
             no_init_weights = contextlib.nullcontext
     dtype = torch_dtype(dtype) or torch_dtype(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
     with init_empty_weights(), no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32,
+                                                  trust_remote_code=trust_remote_code)
     if device != "cpu":
         for module in model.modules():
             for name, buf in list(module._buffers.items()):
