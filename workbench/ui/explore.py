@@ -87,11 +87,11 @@ def escape_frame(df: Any, columns: Sequence[str] | None = None) -> Any:
         columns = [c for c in out.columns
                    if not (is_numeric_dtype(out[c].dtype) or is_bool_dtype(out[c].dtype))]
     for c in columns:
-        out[c] = pd_object([html.escape(str(v)) if v is not None else "" for v in out[c]])
+        out[c] = _object_array([html.escape(str(v)) if v is not None else "" for v in out[c]])
     return out
 
 
-def pd_object(values: list[str]) -> Any:
+def _object_array(values: list[str]) -> Any:
     """A list of strings as an object array (keeps pandas from guessing a dtype)."""
     return np.array(values, dtype=object)
 
