@@ -421,3 +421,23 @@ def test_direct_router_accepts_expert_scores_and_validates():
         DirectRouter().fit(X[:5], S)
     with pytest.raises(RouterError, match="NaN"):
         DirectRouter().fit(X, np.where(S > 0, np.nan, 0))
+
+
+# ----------------------------------------------------------------------------------------- figure
+def test_confusion_figure_rows_are_shares_and_counts_hover():
+    from workbench.plots.router import confusion_figure
+
+    X, y = _blobs(spread=2.5)
+    rep = CategoryRouter().fit(X[::2], y[::2]).report(X[1::2], y[1::2])
+    fig = confusion_figure(rep)
+    heat = fig.data[0]
+    z = np.asarray(heat.z)
+    assert z.shape == (4, 4)
+    np.testing.assert_allclose(z.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(np.asarray(heat.customdata), rep.confusion.to_numpy())
+    assert list(heat.y) == ["cat0", "cat1", "cat2", "cat3"]
+    assert f"{rep.accuracy:.3f}" in fig.layout.title.text
+    counts = confusion_figure(np.array([[3, 1], [0, 4]]), ["a", "b"], normalize=False)
+    assert np.asarray(counts.data[0].z).tolist() == [[3, 1], [0, 4]]
+    with pytest.raises(RouterError, match="square matrix with one label per row"):
+        confusion_figure(np.ones((2, 3)), ["a", "b"])
