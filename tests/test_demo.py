@@ -192,3 +192,80 @@ def test_full_demo_bundle(tmp_path):
     assert answer.text and answer.trace.category == "math" and answer.trace.error is None
     again = build_demo_bundle(progress=False)
     assert again.mapping.assignments == bundle.mapping.assignments
+
+
+class HashEmbedder:
+    """Deterministic bag-of-character-trigrams embedding (a fast stand-in for the sentence encoder)."""
+
+    dim = 128
+
+    def encode(self, texts):
+        import zlib
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            t = t.lower()
+            for j in range(len(t) - 2):
+                out[i, zlib.crc32(t[j:j + 3].encode()) % self.dim] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    def embed(self, prompts):
+        return self.encode(prompts.texts)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    from workbench.demo import build_demo_bundle
+
+    root = tmp_path_factory.mktemp("bundle") / "experts"
+    return lambda **kw: build_demo_bundle(spec_file=tiny_spec(), cache_dir=root, progress=False,
+                                          embedder=HashEmbedder(), gpu_memory=None, **kw)
+
+
+def test_build_demo_bundle_wires_everything(tiny_bundle):
+    from workbench.mapping import pareto_frontier
+
+    bundle = tiny_bundle()
+    cats = sorted(set(bundle.prompts.categories))
+    assert len(cats) == 12 and bundle.embeddings.shape == (len(bundle.prompts), 128)
+    assert set(bundle.mapping.categories) == set(cats) and bundle.mapping.fallback_expert == "gen"
+    assert bundle.scores.values.shape == (len(bundle.held_out_ids), 2)
+    assert set(bundle.scores.prompt_ids) == set(bundle.held_out_ids)
+    assert not set(bundle.held_out_ids) & set(bundle.train_ids)
+    assert 0 < bundle.router.threshold < 1 and 0 <= bundle.router_accuracy <= 1
+    assert set(bundle.live_scores.columns) >= {"prompt_id", "expert", "token_prob", "mean_loglik"}
+    # the default budget binds: between the cheapest feasible map and the best one
+    frontier = pareto_frontier(bundle.scores.category_means(), bundle.scores.category_weights(),
+                               bundle.registry, fallback_expert="gen")
+    assert frontier[0].budget_b <= bundle.budget_b <= frontier[-1].average_active_params_b
+    assert bundle.registry.active("gen") == pytest.approx(bundle.experts.n_params("gen") / 1e9)
+    answer = bundle.coe.generate("Solve 2x+3=11")
+    assert answer.trace.expert == bundle.mapping.expert_for(answer.trace.category)
+    assert answer.trace.new_tokens > 0 and answer.trace.error is None
+    assert "demo prompts: 768 in 12 categories" in bundle.summary()
+    # second call: from the cache (same scores file, same map)
+    stamp = next(bundle.experts.root.glob("live_scores-*.csv")).stat().st_mtime_ns
+    again = tiny_bundle()
+    assert again.mapping.assignments == bundle.mapping.assignments
+    assert next(again.experts.root.glob("live_scores-*.csv")).stat().st_mtime_ns == stamp
+    cheap = tiny_bundle(budget_b=frontier[0].budget_b)
+    assert cheap.budget_b == frontier[0].budget_b
+    from workbench.errors import InfeasibleBudgetError
+
+    with pytest.raises(InfeasibleBudgetError, match="raise the budget to at least"):
+        tiny_bundle(budget_b=frontier[0].budget_b / 10)
+    for b in (bundle, again, cheap):
+        b.pool.close()
+
+
+def test_build_demo_command_prints_sizes_scores_and_map(tiny_bundle, monkeypatch, capsys):
+    import workbench.demo
+    from workbench.cli import main
+
+    monkeypatch.setattr(workbench.demo, "build_demo_bundle",
+                        lambda **kw: tiny_bundle(budget_b=kw.get("budget_b")))
+    assert main(["build-demo", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "experts:" in out and "n_params" in out and "numbers" in out
+    assert "held-out score per category" in out and "creative_writing" in out
+    assert "map (budget" in out and "fallback -> gen" in out

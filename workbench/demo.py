@@ -749,9 +749,10 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
                       on_error: str = "fallback") -> DemoBundle:
     """Build (or load from the cache) the offline demo: prompts, embedder, router, map, experts, CoE.
 
-    The first call trains the demo experts (about 2-3 CPU-minutes on 2 cores, with a progress
-    bar) and scores them on the held-out prompts; later calls load everything from the cache
-    (the checkpoints, the live scores and the embeddings) and take seconds.
+    The first call trains the demo experts (about 5 CPU-minutes, i.e. 2-3 minutes on 2 idle
+    cores; much longer on a busy machine) with a progress bar and scores them on the held-out
+    prompts; later calls load everything from the cache (the checkpoints, the live scores and
+    the embeddings) and take seconds.
 
     Parameters
     ----------
