@@ -5,11 +5,12 @@ NAME = "build-demo"
 ORDER = 15
 HELP = "pre-build the offline demo (train the tiny experts, score them, fit router and map)"
 DESCRIPTION = """\
-Build the offline demo bundle ahead of time, with progress bars: the demo prompt set, the default
-embedder, tiny Llama experts trained on CPU (a generalist and smaller specialists, about 5
-CPU-minutes, i.e. 2-3 minutes on 2 idle cores; cached by version and seed), their live scores on held-out prompts, the
-category router and the budgeted category-to-expert map. Prints the experts' sizes and training
-times, the per-category scores and the map. A second run loads everything from the cache.
+Build the offline demo bundle ahead of time, with progress bars: the demo prompt set, the
+default embedder, tiny Llama experts trained on CPU (a generalist and smaller specialists, about
+5 CPU-minutes, i.e. 2-3 minutes on 2 idle cores; cached by version and seed), their live scores
+on held-out prompts, the category router and the budgeted category-to-expert map. Prints the
+experts' sizes and training times, the per-category scores and the map. A second run loads
+everything from the cache.
 
 example:
   coe-workbench build-demo
