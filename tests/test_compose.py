@@ -372,6 +372,9 @@ def test_llm_aggregator_synthesises_and_falls_back_to_template():
     fell = LLMAggregator(broken, "gen")("q", res)
     assert fell.method == "template" and "failed (ExpertError: boom)" in fell.note
 
+    short = LLMAggregator(lambda e, p: "ok", "gen", max_part_chars=5)
+    assert "Answer 1: m(Wh…\n" in short.prompt("q", res)
+
 
 def test_template_aggregator_lists_what_is_missing():
     g = graph(("a", "ok", [], "good"), ("b", "bad", [], "broken"), ("c", "x {{b}}", [], "good"))

@@ -92,12 +92,15 @@ class LLMAggregator:
         Used when the expert fails or returns less than ``min_chars`` characters.
     min_chars : int
         Shorter replies count as a failure.
+    max_part_chars : int
+        Each sub-answer is cut to this many characters in the prompt (small experts have short
+        context windows; the template fallback always shows the full answers).
     """
 
     name = "llm"
 
     def __init__(self, runner: Runner, expert: str, *, template: str = AGGREGATE_TEMPLATE,
-                 fallback: TemplateAggregator | None = None, min_chars: int = 1) -> None:
+                 fallback: TemplateAggregator | None = None, min_chars: int = 1, max_part_chars: int = 600) -> None:
         for key in ("{query}", "{parts}"):
             if key not in template:
                 raise GraphError(f"the aggregator template must contain {key!r}")
@@ -106,6 +109,7 @@ class LLMAggregator:
         self.template = template
         self.fallback = fallback or TemplateAggregator()
         self.min_chars = int(min_chars)
+        self.max_part_chars = int(max_part_chars)
 
     def prompt(self, query: str, execution: ExecutionResult) -> str:
         graph = execution.graph
@@ -113,6 +117,8 @@ class LLMAggregator:
         for i, nid in enumerate(graph.order(), 1):
             r = execution.nodes[nid]
             answer = r.text.strip() if r.status == "ok" else f"(no answer: {r.status})"
+            if len(answer) > self.max_part_chars:
+                answer = answer[: self.max_part_chars - 1] + "…"
             parts.append(f"Part {i}: {routing_text(graph[nid].text)}\nAnswer {i}: {answer}")
         return self.template.replace("{query}", query).replace("{parts}", "\n\n".join(parts))
 
