@@ -467,3 +467,11 @@ def test_gpu_tied_weights_copied_once(ckpts):
         assert torch.cuda.memory_allocated() - before <= pool.residency()[0]["gpu_bytes"] + 2**20
     got = pool.generate("tied", "solve for x", max_new_tokens=5)
     assert got.token_ids == _reference_tokens(ckpts["tied"], "solve for x", 5)
+
+
+def test_residency_before_any_use(ckpts):
+    pool = _pool(ckpts)
+    rows = pool.residency()
+    assert [r["tier"] for r in rows] == ["disk"] * 4
+    assert all(r["disk_bytes"] == _size(ckpts[r["expert"]]) and r["cpu_bytes"] == 0 for r in rows)
+    assert pool.tracked_bytes("cpu") == 0 and pool.events() == []

@@ -275,6 +275,12 @@ class _Entry:
         return "disk"
 
 
+def _weights_on_disk(model: str | Path) -> int:
+    """Bytes of ``*.safetensors`` in a local checkpoint folder (0 if it is not one); no validation."""
+    folder = Path(model).expanduser()
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+
+
 class GenerationStream:
     """Iterator of text chunks from :meth:`ExpertPool.stream`; ``.generation`` holds the result after."""
 
@@ -481,7 +487,7 @@ class ExpertPool:
                     disk = 0
                 else:
                     modules = {"disk": [""]}
-                    disk = e.nbytes or (e.checkpoint.nbytes if e.checkpoint else 0)
+                    disk = e.nbytes or (e.checkpoint.nbytes if e.checkpoint else _weights_on_disk(e.spec.model))
                 rows.append({
                     "expert": name,
                     "tier": tier,
