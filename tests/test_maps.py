@@ -462,6 +462,8 @@ def test_mmlu_pro_umap_and_tsne_category_purity(mmlu_pro_dir, request):
         results[method] = knn_purity(m.coords, labels, k=10, metric="euclidean")
     print("\nMMLU-Pro category kNN purity (k=10):",
           {k: round(v, 3) for k, v in results.items()}, f"(chance ~{1 / 14:.3f})")
-    assert emb_purity > 0.5
-    # 14 categories: chance is about 0.08; the maps keep most of the embedding's structure
-    assert results["umap"] > 0.45 and results["tsne"] > 0.45
+    # measured (all-MiniLM-L6-v2, seed 0): embedding 0.702, UMAP 0.671, t-SNE 0.708; chance is
+    # the sum of squared category shares, about 0.08. The maps keep the embedding's structure.
+    assert emb_purity > 0.6
+    assert results["umap"] > 0.55 and results["tsne"] > 0.55
+    assert results["umap"] > emb_purity - 0.1 and results["tsne"] > emb_purity - 0.1
