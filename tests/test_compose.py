@@ -443,6 +443,26 @@ def test_pool_runner_reports_a_broken_expert_and_finishes_the_rest(tmp_path):
         pool.close()
 
 
+def test_pool_runner_survives_concurrent_cold_loads(tmp_path):
+    """Several experts switched in at once from disk: every node must get its weights."""
+    pytest.importorskip("transformers")
+    from tests.helpers_models import write_tiny_llama
+    from workbench.compose import PoolRunner
+    from workbench.experts import ExpertPool, ExpertSpec
+
+    specs = [ExpertSpec(f"e{i}", write_tiny_llama(tmp_path / f"e{i}", hidden_size=32, num_layers=1, seed=i))
+             for i in range(4)]
+    pool = ExpertPool(specs, gpu_memory=None, cpu_memory="64MiB")
+    try:
+        g = graph(*[(f"n{i}", "Hello, how are you", [], f"e{i % 4}") for i in range(8)])
+        res = GraphExecutor(PoolRunner(pool, max_new_tokens=3), max_parallel=8).run(g)
+        assert res.complete, res.missing_report()
+        assert res.peak_parallel == 8
+        assert {res.nodes[f"n{i}"].tier_found for i in range(4)} <= {"cold", "disk", "cpu"}
+    finally:
+        pool.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # figure, view model, command
 

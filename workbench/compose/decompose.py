@@ -59,7 +59,7 @@ _REF_ORDINAL = re.compile(
     r"\b(?:the\s+)?(first|second|third|fourth|fifth|1st|2nd|3rd|4th|5th)\s+(?:part|question|answer|result|step|one)\b|"
     r"\b(?:part|question|step|answer)\s+(\d+)\b", re.IGNORECASE)
 _REF_PREV = re.compile(
-    r"\b(it|its|it's|that|this|these|those|them|they|their|the (?:result|answer|above|previous|former|latter|same|output|"
+    r"\b(it|its|it's|that|this|these|those|them|they|their|he|she|his|her|him|hers|the (?:result|answer|above|previous|former|latter|same|output|"
     r"solution|number|value|text|code|function|story|poem|translation|summary|list)|previous|earlier|above|"
     r"eso|esto|ello|dies|diese|dieses)\b|^(?:then|and then|why|how so|so|luego|por qué|dann|warum)\b|它|这个|那个",
     re.IGNORECASE)

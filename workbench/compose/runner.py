@@ -7,6 +7,8 @@ the per-node timings. :class:`PoolRunner` adapts an :class:`~workbench.experts.E
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,21 @@ class RunOutput:
     generate_s: float | None = None
 
 
+_SWITCH_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_SWITCH_GUARD = threading.Lock()
+
+
+def _switch_lock(pool: Any) -> threading.Lock:
+    with _SWITCH_GUARD:
+        try:
+            lock = _SWITCH_LOCKS.get(pool)
+        except TypeError:  # not weak-referenceable: one lock per runner
+            return threading.Lock()
+        if lock is None:
+            lock = _SWITCH_LOCKS[pool] = threading.Lock()
+        return lock
+
+
 class PoolRunner:
     """Run prompts on an :class:`~workbench.experts.ExpertPool` (``pool.generate``).
 
@@ -38,6 +55,14 @@ class PoolRunner:
     pool : ExpertPool
     **gen
         Generation settings passed to every ``pool.generate`` call (e.g. ``max_new_tokens=32``).
+
+    Notes
+    -----
+    Generations run in parallel, but switching an expert in is serialised per pool: the expert is
+    taken with ``pool.use`` under a lock, then ``pool.generate`` finds it resident (a hit) while it
+    is held. Loads compete for the same disk and cores anyway, and building a model skeleton
+    (``accelerate.init_empty_weights`` patches ``nn.Module.register_parameter`` process-wide)
+    while another thread materialises weights loses those weights to the meta device.
 
     Examples
     --------
@@ -48,11 +73,24 @@ class PoolRunner:
     def __init__(self, pool: Any, **gen: Any) -> None:
         self.pool = pool
         self.gen = gen
+        self._switch = _switch_lock(pool)
 
     def __call__(self, expert: str, prompt: str) -> Any:
         if expert not in self.pool:
             raise ExpertError(f"unknown expert {expert!r}; the pool holds: {', '.join(self.pool.names)}")
-        return self.pool.generate(expert, prompt, **self.gen)
+        if not hasattr(self.pool, "use"):
+            return self.pool.generate(expert, prompt, **self.gen)
+        with self._switch:
+            held = self.pool.use(expert)
+            loaded = held.__enter__()
+        try:
+            out = self.pool.generate(expert, prompt, **self.gen)
+            if loaded is not None and hasattr(out, "tier_found"):  # where it was found before *this* switch
+                out.tier_found = loaded.tier_found
+                out.switch_s = float(loaded.switch_s or 0.0) + float(getattr(out, "switch_s", 0.0) or 0.0)
+            return out
+        finally:
+            held.__exit__(None, None, None)
 
     @property
     def experts(self) -> list[str]:
