@@ -59,6 +59,7 @@ def test_sklearn_estimator_checks_other_knn_weights_and_temperature():
     _check_estimator(CategoryRouter(knn_weights="distance", n_neighbors=5), KNN_SKIPS)
     _check_estimator(CategoryRouter(knn_weights="uniform"), KNN_SKIPS)
     _check_estimator(CategoryRouter(head="logreg", calibration="temperature"))
+    _check_estimator(CategoryRouter(head="knn+logreg"))
 
 
 @pytest.mark.slow
@@ -78,7 +79,8 @@ def test_get_params_and_clone_roundtrip():
 
 # ------------------------------------------------------------------------------ fitting and heads
 @pytest.mark.parametrize("head,kw", [("logreg", {}), ("knn", {}), ("knn", {"knn_weights": "distance"}),
-                                     ("knn", {"knn_weights": "uniform"}), ("mlp", {})])
+                                     ("knn", {"knn_weights": "uniform"}), ("mlp", {}),
+                                     ("knn+logreg", {})])
 def test_heads_learn_separable_blobs(head, kw):
     X, y = _blobs()
     r = CategoryRouter(head=head, n_neighbors=5, **kw).fit(X[::2], y[::2])
@@ -88,6 +90,16 @@ def test_heads_learn_separable_blobs(head, kw):
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-9)
     assert r.score(X[1::2], y[1::2]) > 0.9
     np.testing.assert_array_equal(r.predict(X[1::2]), r.classes_[P.argmax(axis=1)])
+
+
+def test_blend_mixes_knn_and_logreg_probabilities():
+    X, y = _blobs(spread=2.0)
+    knn = CategoryRouter().fit(X, y).predict_proba(X)
+    lr = CategoryRouter(head="logreg").fit(X, y).predict_proba(X)
+    mix = CategoryRouter(head="knn+logreg", blend=0.25).fit(X, y)
+    np.testing.assert_allclose(mix.predict_proba(X), 0.75 * knn + 0.25 * lr, atol=1e-9)
+    with pytest.raises(RouterError, match="blend=1.5 must be a number in"):
+        CategoryRouter(head="knn+logreg", blend=1.5).fit(X, y)
 
 
 def test_fine_labels_are_summed_into_categories():
@@ -264,6 +276,7 @@ def test_bad_params_and_labels():
 @pytest.mark.parametrize("kwargs", [
     {}, {"head": "logreg"}, {"head": "knn", "n_neighbors": 4, "knn_weights": "distance"}, {"head": "mlp", "hidden_layer_sizes": (16, 8)},
     {"head": "logreg", "calibration": "temperature", "standardize": True, "threshold": 0.5},
+    {"head": "knn+logreg", "blend": 0.5},
 ])
 def test_save_load_roundtrip(tmp_path, kwargs):
     X, y = _blobs()

@@ -45,7 +45,7 @@ def register(parser) -> None:
     parser.add_argument("--budgets", type=_budgets, default=[8.0, 13.0, 30.0, 50.0],
                         metavar="B1,B2,...", help="budgets on average active params (billions)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 50/50 split")
-    parser.add_argument("--head", choices=["logreg", "knn", "mlp"], default=None,
+    parser.add_argument("--head", choices=["knn", "logreg", "knn+logreg", "mlp"], default=None,
                         help="router head (default: the protocol's tuned default)")
     parser.add_argument("--subjects", action="store_true",
                         help="train the router on the 91 src subjects, summed into categories")
