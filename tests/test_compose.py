@@ -350,6 +350,24 @@ def test_executor_restores_torch_threads():
     assert torch.get_num_threads() == before
 
 
+def test_auto_torch_threads_follow_concurrency_and_load(monkeypatch):
+    pytest.importorskip("torch")
+    import os
+
+    import workbench.compose.execute as ex
+
+    monkeypatch.setattr(ex, "usable_cores", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert [ex.resolve_torch_threads("auto", c) for c in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.5, 9.0, 9.0))   # oversubscribed: one thread
+    assert ex.resolve_torch_threads("auto", 1) == 1
+    assert ex.resolve_torch_threads(3, 2) == 3 and ex.resolve_torch_threads(None, 2) is None
+    with pytest.raises(GraphError, match="torch_threads must be 'auto', a positive int or None, got 'many'"):
+        ex.resolve_torch_threads("many", 1)
+    with pytest.raises(GraphError, match="at least 1"):
+        ex.resolve_torch_threads(0, 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # aggregation and the pipeline
 

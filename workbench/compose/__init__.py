@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from workbench.compose.aggregate import AGGREGATE_TEMPLATE, Aggregation, LLMAggregator, TemplateAggregator
 from workbench.compose.decompose import DECOMPOSE_TEMPLATE, DecomposeError, LLMDecomposer, RuleDecomposer, parse_graph_json
-from workbench.compose.execute import ExecutionResult, GraphExecutor, NodeResult, execute_graph
+from workbench.compose.execute import (ExecutionResult, GraphExecutor, NodeResult, execute_graph, resolve_torch_threads,
+                                      torch_threads)
 from workbench.compose.graph import PLACEHOLDER, QueryGraph, SubQuery, critical_path
 from workbench.compose.pipeline import ComposeResult, Composer, compose
 from workbench.compose.route import CoENodeRouter, NodeRoute, SimilarityNodeRouter, assign_experts, routing_text
@@ -39,7 +40,7 @@ __all__ = [
     "QueryGraph", "SubQuery", "PLACEHOLDER", "critical_path",
     "RuleDecomposer", "LLMDecomposer", "DecomposeError", "DECOMPOSE_TEMPLATE", "parse_graph_json",
     "SimilarityNodeRouter", "CoENodeRouter", "NodeRoute", "assign_experts", "routing_text",
-    "GraphExecutor", "ExecutionResult", "NodeResult", "execute_graph",
+    "GraphExecutor", "ExecutionResult", "NodeResult", "execute_graph", "resolve_torch_threads", "torch_threads",
     "TemplateAggregator", "LLMAggregator", "Aggregation", "AGGREGATE_TEMPLATE",
     "Composer", "ComposeResult", "compose",
     "PoolRunner", "RunOutput", "as_runner", "call_runner",

@@ -7,7 +7,7 @@ from typing import Any
 
 from workbench.compose.aggregate import Aggregation, get_aggregator
 from workbench.compose.decompose import get_decomposer
-from workbench.compose.execute import ExecutionResult, GraphExecutor, NodeResult
+from workbench.compose.execute import ExecutionResult, GraphExecutor, NodeResult, torch_threads
 from workbench.compose.graph import QueryGraph
 from workbench.compose.route import assign_experts, get_node_router
 from workbench.compose.runner import PoolRunner, Runner, as_runner
@@ -88,7 +88,8 @@ class Composer:
     default_expert : str, optional
         For nodes the router leaves without an expert.
     max_parallel, capacity_bytes, torch_threads
-        Passed to :class:`GraphExecutor`.
+        Passed to :class:`GraphExecutor`; ``torch_threads`` also applies (with concurrency 1) to
+        the LLM decomposer and aggregator calls.
     **gen
         Generation settings when ``runner`` is a pool (e.g. ``max_new_tokens=48``).
 
@@ -110,6 +111,7 @@ class Composer:
         kwargs = {"max_attempts": decompose_attempts} if decomposer == "llm" else {}
         self.decomposer = get_decomposer(decomposer, runner=self.runner, expert=self.llm_expert, **kwargs)
         self.aggregator = get_aggregator(aggregator, runner=self.runner, expert=self.llm_expert)
+        self.torch_threads = torch_threads
         self.executor = GraphExecutor(self.runner, max_parallel=max_parallel, capacity_bytes=capacity_bytes,
                                       default_expert=default_expert, torch_threads=torch_threads)
 
@@ -168,7 +170,8 @@ class Composer:
             if not isinstance(query, str) or not query.strip():
                 raise GraphError("the query is empty; give a question to compose")
             text = query
-            graph = self.decompose(query)
+            with torch_threads(self.torch_threads, 1):  # the LLM decomposer generates one reply
+                graph = self.decompose(query)
             decomposer = getattr(self.decomposer, "name", type(self.decomposer).__name__)
         t1 = time.perf_counter()
         _stage(on_stage, "graph", graph)
@@ -178,7 +181,8 @@ class Composer:
         execution = self.executor.run(graph, callback=callback)
         t3 = time.perf_counter()
         _stage(on_stage, "executed", execution)
-        aggregation = self.aggregator(text, execution)
+        with torch_threads(self.torch_threads, 1):
+            aggregation = self.aggregator(text, execution)
         t4 = time.perf_counter()
         result = ComposeResult(text, graph, execution, aggregation,
                                {"decompose": t1 - t0, "route": t2 - t1, "execute": t3 - t2,
