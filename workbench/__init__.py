@@ -37,19 +37,35 @@ _LAZY: dict[str, str] = {
     # routing, scores, mapping
     "CategoryRouter": "workbench.router",
     "DirectRouter": "workbench.router",
+    "Routing": "workbench.router",
+    "RouterReport": "workbench.router",
+    "cross_val_proba": "workbench.router",
+    "run_protocol": "workbench.evaluate",
+    "evaluate_mmlu_pro": "workbench.evaluate",
     "ExpertScores": "workbench.scores",
     "ModelRegistry": "workbench.registry",
     "CategoryExpertMap": "workbench.mapping",
     "optimize_mapping": "workbench.mapping",
     "pareto_frontier": "workbench.mapping",
+    "monolithic_baselines": "workbench.mapping",
+    "MapMetrics": "workbench.mapping",
+    "FrontierPoint": "workbench.mapping",
+    "mmlu_pro_registry": "workbench.registry",
     # experts and runtime
     "ExpertSpec": "workbench.experts",
     "ExpertPool": "workbench.experts",
     "plan_placement": "workbench.experts",
     "CoE": "workbench.coe",
     "Trace": "workbench.coe",
+    "Answer": "workbench.coe",
+    "score_model": "workbench.livescore",
+    "score_models": "workbench.livescore",
+    "loglik_frame": "workbench.livescore",
+    "build_demo_bundle": "workbench.demo",
+    "DemoBundle": "workbench.demo",
     # composition
     "QueryGraph": "workbench.compose",
+    "Composer": "workbench.compose",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
