@@ -34,7 +34,7 @@ from workbench.compose.execute import (ExecutionResult, GraphExecutor, NodeResul
 from workbench.compose.graph import PLACEHOLDER, QueryGraph, SubQuery, critical_path
 from workbench.compose.pipeline import ComposeResult, Composer, compose
 from workbench.compose.route import CoENodeRouter, NodeRoute, SimilarityNodeRouter, assign_experts, routing_text
-from workbench.compose.runner import PoolRunner, RunOutput, as_runner, call_runner
+from workbench.compose.runner import PoolRunner, ProcessPoolRunner, RunOutput, as_runner, call_runner
 
 __all__ = [
     "QueryGraph", "SubQuery", "PLACEHOLDER", "critical_path",
@@ -43,5 +43,5 @@ __all__ = [
     "GraphExecutor", "ExecutionResult", "NodeResult", "execute_graph", "resolve_torch_threads", "torch_threads",
     "TemplateAggregator", "LLMAggregator", "Aggregation", "AGGREGATE_TEMPLATE",
     "Composer", "ComposeResult", "compose",
-    "PoolRunner", "RunOutput", "as_runner", "call_runner",
+    "PoolRunner", "ProcessPoolRunner", "RunOutput", "as_runner", "call_runner",
 ]

@@ -246,6 +246,9 @@ class GraphExecutor:
                                  "assign_experts) or give the executor a default_expert")
             experts[node.id] = expert
         limit = self.max_parallel or max(1, min(16, graph.width))
+        runner_cap = getattr(self.runner, "max_concurrency", None)
+        if isinstance(runner_cap, int) and runner_cap >= 1:
+            limit = min(limit, runner_cap)  # e.g. worker processes: queueing inside the runner would hide waits
         capacity = self._capacity()
         sizes = self._sizes(set(experts.values()))
         notes = []

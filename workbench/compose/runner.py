@@ -16,7 +16,7 @@ from typing import Any
 
 from workbench.errors import ExpertError
 
-__all__ = ["Runner", "PoolRunner", "RunOutput", "as_runner", "call_runner"]
+__all__ = ["Runner", "PoolRunner", "ProcessPoolRunner", "RunOutput", "as_runner", "call_runner"]
 
 Runner = Callable[[str, str], Any]
 
@@ -133,9 +133,133 @@ def call_runner(runner: Runner, expert: str, prompt: str) -> RunOutput:
     out = runner(expert, prompt)
     if isinstance(out, str):
         return RunOutput(out)
+    if isinstance(out, RunOutput):
+        return out
     text = getattr(out, "text", None)
     if not isinstance(text, str):
         raise ExpertError(f"the runner for expert {expert!r} returned {type(out).__name__}; it must return text "
                           "or an object with a .text string (e.g. a Generation)")
     return RunOutput(text, getattr(out, "new_tokens", None), getattr(out, "tier_found", None),
                      getattr(out, "switch_s", None), getattr(out, "seconds", None))
+
+
+# ----------------------------------------------------------------------------------------------
+# worker processes: generations that do not share one interpreter (no GIL between them)
+
+_WORKER_POOL: Any = None
+
+
+def _worker_init(spec_dicts: list[dict], pool_kwargs: dict, threads: int) -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from workbench.experts import ExpertPool, ExpertSpec
+
+    torch.set_num_threads(max(1, int(threads)))
+    global _WORKER_POOL
+    _WORKER_POOL = ExpertPool([ExpertSpec.from_dict(d) for d in spec_dicts], **pool_kwargs)
+
+
+def _worker_generate(expert: str, prompt: str, gen: dict) -> dict:
+    import os
+
+    out = _WORKER_POOL.generate(expert, prompt, **gen)
+    return {"text": out.text, "new_tokens": out.new_tokens, "seconds": out.seconds,
+            "tier_found": out.tier_found, "switch_s": out.switch_s, "pid": os.getpid()}
+
+
+class ProcessPoolRunner:
+    """Run generations in worker processes, each with its own :class:`~workbench.experts.ExpertPool`.
+
+    Threads in one Python process share the GIL, and Hugging Face ``generate`` does real Python
+    work per token, so small models gain little from running in threads at once. Worker processes
+    do not share an interpreter: up to ``workers`` generations truly run at the same time. Each
+    worker loads the experts it is asked for into its own pool, so memory grows with the workers.
+
+    Parameters
+    ----------
+    specs : list of ExpertSpec
+    workers : int, optional
+        Worker processes (default: the usable CPU cores).
+    threads_per_worker : int
+        ``torch.set_num_threads`` in each worker.
+    cpu_memory : str or int
+        Each worker pool's CPU tier budget.
+    **gen
+        Generation settings for every call.
+
+    Examples
+    --------
+    >>> with ProcessPoolRunner(bundle.specs, workers=2, max_new_tokens=16) as run:   # doctest: +SKIP
+    ...     run.warm()
+    ...     GraphExecutor(run).run(graph)
+    """
+
+    def __init__(self, specs: Any, *, workers: int | None = None, threads_per_worker: int = 1,
+                 cpu_memory: int | str = "2GiB", **gen: Any) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from workbench.compose.execute import usable_cores
+
+        self.specs = {s.name: s for s in specs}
+        if not self.specs:
+            raise ExpertError("ProcessPoolRunner needs at least one ExpertSpec")
+        self.workers = int(workers or usable_cores())
+        if self.workers < 1:
+            raise ExpertError(f"workers must be at least 1, got {workers!r}")
+        self.gen = gen
+        self.cpu_memory = cpu_memory
+        spec_dicts = []
+        for s in self.specs.values():
+            d = s.to_dict()
+            d["model"] = str(s.model)
+            spec_dicts.append(d)
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+            initargs=(spec_dicts, {"gpu_memory": None, "cpu_memory": cpu_memory, "prefetch": False},
+                      threads_per_worker))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Generations that can run at once (the executor never schedules more)."""
+        return self.workers
+
+    @property
+    def experts(self) -> list[str]:
+        return list(self.specs)
+
+    def __call__(self, expert: str, prompt: str) -> RunOutput:
+        if expert not in self.specs:
+            raise ExpertError(f"unknown expert {expert!r}; the workers hold: {', '.join(self.specs)}")
+        out = self._executor.submit(_worker_generate, expert, prompt, self.gen).result()
+        return RunOutput(out["text"], out["new_tokens"], out["tier_found"], out["switch_s"], out["seconds"])
+
+    def warm(self, names: Any = None) -> None:
+        """Start every worker and load ``names`` (default: all experts) in each (blocks)."""
+        names = list(names or self.specs)
+        futures = [self._executor.submit(_worker_generate, n, "Hello", {"max_new_tokens": 1})
+                   for _ in range(self.workers) for n in names]
+        for f in futures:
+            f.result()
+
+    def capacity_bytes(self) -> int:
+        from workbench.placement import parse_size
+
+        return int(parse_size(self.cpu_memory))
+
+    def expert_bytes(self, expert: str) -> int:
+        path = Path(str(self.specs[expert].model))
+        return int(sum(f.stat().st_size for f in path.glob("*.safetensors"))) if path.is_dir() else 0
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ProcessPoolRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
