@@ -475,3 +475,17 @@ def test_residency_before_any_use(ckpts):
     assert [r["tier"] for r in rows] == ["disk"] * 4
     assert all(r["disk_bytes"] == _size(ckpts[r["expert"]]) and r["cpu_bytes"] == 0 for r in rows)
     assert pool.tracked_bytes("cpu") == 0 and pool.events() == []
+
+
+def test_checkpoint_generation_config_is_used(ckpts, tmp_path):
+    import json
+
+    folder = tmp_path / "penalised"
+    shutil.copytree(ckpts["law"], folder)
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3, "no_repeat_ngram_size": 1, "repetition_penalty": 3.0}))
+    pool = ExpertPool([ExpertSpec("plain", ckpts["law"]), ExpertSpec("penalised", folder)], gpu_memory=None)
+    plain = pool.generate("plain", "the court ruled", max_new_tokens=12).token_ids
+    penalised = pool.generate("penalised", "the court ruled", max_new_tokens=12).token_ids
+    assert penalised == _reference_tokens(folder, "the court ruled", 12)  # from_pretrained reads it too
+    assert len(set(penalised)) == len(penalised) and penalised != plain  # no repeated token: the config applied

@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import queue
 import shutil
@@ -273,6 +274,18 @@ class _Entry:
         if self.split_model is not None and self.placement is not None:
             return "+".join(self.placement.tiers)
         return "disk"
+
+
+def _generation_config(path: Path):
+    """The checkpoint's ``generation_config.json`` (None when absent or unreadable)."""
+    if not (path / "generation_config.json").is_file():
+        return None
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except Exception:  # a bad generation config should not stop serving; generate() uses the model defaults
+        return None
 
 
 def _weights_on_disk(model: str | Path) -> int:
@@ -603,9 +616,7 @@ class ExpertPool:
     def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
         """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
         budget = self.gpu_budget if tier == "gpu" else self.cpu_budget
-        evicted = False
         while budget - self.tracked_bytes(tier) < need:
-            evicted = True
             victims = self._evictable(tier, exclude)
             if not victims:
                 return False
@@ -618,11 +629,9 @@ class ExpertPool:
             else:
                 kind = "split" if victim.split_model is not None else "cpu"
                 self._drop(victim, kind, detail="LRU: making room on cpu")
-        if evicted and tier == "cpu":
-            # hand freed pages back to the OS (gc.collect() is too slow to run per switch). On the GPU the
-            # freed blocks stay in torch's caching allocator for the next expert (memory_allocated drops);
-            # evict()/close() also empty the CUDA cache.
-            malloc_trim()
+        # Freed CPU pages go back to the OS after the load that follows (see _switch_in), so that load
+        # reuses them without page faults. On the GPU, freed blocks stay in torch's caching allocator for
+        # the next expert (memory_allocated drops); evict()/close() also empty the CUDA cache.
         return True
 
     def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
@@ -663,6 +672,9 @@ class ExpertPool:
             except Exception:
                 tokenizer = None  # use() still works; generate() explains
             skeleton = empty_model(config, self._dtype(entry, checkpoint), trust_remote_code=spec.trust_remote_code)
+            generation_config = _generation_config(path)
+            if generation_config is not None:  # as from_pretrained does: the checkpoint's defaults (eos ids, penalties)
+                skeleton.generation_config = generation_config
             from accelerate.utils import compute_module_sizes, get_max_layer_size
 
             from workbench.placement import no_split_classes
@@ -692,8 +704,10 @@ class ExpertPool:
     def _skeleton(self, entry: _Entry, device: str):
         skeleton = entry.skeletons.get(device)
         if skeleton is None:
-            skeleton = entry.skeletons[device] = empty_model(
-                entry.config, self._dtype(entry), device=device, trust_remote_code=entry.spec.trust_remote_code)
+            skeleton = empty_model(entry.config, self._dtype(entry), device=device,
+                                   trust_remote_code=entry.spec.trust_remote_code)
+            skeleton.generation_config = copy.deepcopy(entry.skeletons["cpu"].generation_config)
+            entry.skeletons[device] = skeleton
         return skeleton
 
     def _materialise(self, entry: _Entry, state: dict, device: str):
@@ -824,6 +838,8 @@ class ExpertPool:
             self._record(name, "error", "disk", "disk", 0, time.perf_counter() - t0, str(exc))
             release_memory(cuda=self.gpu_budget > 0)
             raise
+        if steps:
+            malloc_trim()  # return what the evictions freed and the load did not reuse (~0.3 ms; gc.collect is too slow)
         with self._cond:
             entry.loading = False
             self._tick += 1
