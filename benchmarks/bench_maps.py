@@ -158,6 +158,13 @@ def main() -> None:
     umap_transform_one_ms = alt["transform_one_ms"]
 
     # our UMAP map, computed in a background process while this one stays responsive
+    # (the bench removes its own earlier UMAP map of these 5,000 prompts so that this step is
+    # measured on every run, not served from the cache)
+    from workbench._paths import cache_dir
+
+    old = cached_map(X, "umap")
+    if old is not None and old.key:
+        (cache_dir("maps") / f"{old.key}.npz").unlink(missing_ok=True)
     builder = MapBuilder(X)
     already = cached_map(X, "umap") is not None
     t0 = time.perf_counter()
@@ -188,9 +195,10 @@ def main() -> None:
     place_p95_ms = float(np.percentile(times, 95) * 1000)
     emb.encode(["warm the model up"], progress=False)  # load the encoder once
     with_embed = []
+    nonce = os.urandom(4).hex()  # new texts on every run: the encoder really runs
     for text in held_out.texts[100:130]:
         t = time.perf_counter()
-        m.place(emb.encode([text + " ?"], progress=False))  # "+ ?": not in the cache
+        m.place(emb.encode([f"{text} ({nonce})"], progress=False))
         with_embed.append(time.perf_counter() - t)
     place_embed_ms = float(np.median(with_embed) * 1000)
 
