@@ -216,7 +216,7 @@ def main() -> int:
             if proc is not None:
                 rows[-1].update({"procs_s": proc.wall_s, "speedup_procs": seq.wall_s / proc.wall_s,
                                  "procs_same": f"{sum(proc.answers[n] == seq.answers[n] for n in graph.ids)}/{len(graph)}"})
-            rep = GraphExecutor(ReplayRunner(seq), torch_threads=None).run(graph.copy())
+            rep = best_of(lambda: GraphExecutor(ReplayRunner(seq), torch_threads=None).run(graph.copy()), args.repeats)
             replay_rows.append({"width": width, "depth": depth, "parallel_s": rep.wall_s,
                                 "sequential_s": seq.sequential_s, "speedup": seq.sequential_s / rep.wall_s,
                                 "crit_path_s": cp_seq, "ratio_to_cp": rep.wall_s / cp_seq if cp_seq else float("nan"),

@@ -572,6 +572,31 @@ def test_compose_command_errors_are_clear(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_process_pool_runner_runs_nodes_in_worker_processes(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.helpers_models import write_tiny_llama
+    from workbench.compose import PoolRunner, ProcessPoolRunner
+    from workbench.experts import ExpertPool, ExpertSpec
+
+    specs = [ExpertSpec(f"e{i}", write_tiny_llama(tmp_path / f"e{i}", hidden_size=32, num_layers=1, seed=i))
+             for i in range(2)]
+    g = graph(("a", "Hello, how are you", [], "e0"), ("b", "What is x", [], "e1"),
+              ("c", "Write a poem {{a}} {{b}}", [], "e0"))
+    with ProcessPoolRunner(specs, workers=2, max_new_tokens=3) as procs:
+        assert procs.max_concurrency == 2 and procs.expert_bytes("e0") > 0
+        res = GraphExecutor(procs, max_parallel=8).run(g.copy())
+        with pytest.raises(ExpertError, match="unknown expert 'nope'"):
+            procs("nope", "x")
+    assert res.complete and res.max_parallel == 2 and res.nodes["a"].new_tokens <= 3
+    pool = ExpertPool(specs, gpu_memory=None)
+    try:
+        local = GraphExecutor(PoolRunner(pool, max_new_tokens=3)).run(g.copy())
+    finally:
+        pool.close()
+    assert local.answers == res.answers  # same greedy outputs in the workers and in-process
+
+
+@pytest.mark.slow
 def test_compose_on_the_demo_bundle():
     """End to end on the real demo experts (trains them when the cache is cold)."""
     from workbench.compose import CoENodeRouter
