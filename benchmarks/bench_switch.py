@@ -1,6 +1,7 @@
 """bench_switch: how fast the ExpertPool switches experts in, side by side with the obvious alternatives.
 
-Run: ``.venv/bin/python benchmarks/bench_switch.py`` (about a minute on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/bench_switch.py`` (2-4 minutes on 2 shared CPU cores); add ``--demo``
+to use the trained demo experts of :mod:`workbench.demo` (their cached build, or it trains them first).
 
 Sections (one run, same checkpoints, same page-cache state):
 
@@ -15,8 +16,8 @@ Sections (one run, same checkpoints, same page-cache state):
    than its largest module, and process RSS growth over a baseline stays within 10% of tracked bytes.
 5. With CUDA: the same with GPU / CPU / disk tiers; host->device switch bandwidth vs a plain copy.
 
-The experts are tiny random-init Llama checkpoints written by ``tests/helpers_models.py`` (no
-downloads). The last line of stdout is a JSON summary.
+By default the experts are tiny random-init Llama checkpoints written by ``tests/helpers_models.py``
+(no downloads, no training). The last line of stdout is a JSON summary.
 """
 from __future__ import annotations
 
