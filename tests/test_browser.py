@@ -235,14 +235,23 @@ def test_app_in_a_real_browser(playwright, app_url):
         assert len(shown) == n_selected or rows.count() < n_selected
         b.shot("02-explore-selection")
 
-        # -- Chat: a streamed answer and its trace card
+        # -- Chat: a streamed answer and its trace card (the longest answers: easier to watch grow)
         b.tab("Chat")
+        handle = b.page.locator(".coe-chat-panel .noUi-handle").first
+        handle.focus()
+        handle.press("End")
+        b.page.wait_for_timeout(300)
         seen = b.send_chat("What is 2 + 2?")
-        final = b.page.locator(".coe-answer").last.evaluate(SHADOW_TEXT)
+        final = ""
+        for _ in range(50):  # the text and the card may arrive in separate patches
+            final = b.page.locator(".coe-answer").last.evaluate(SHADOW_TEXT)
+            if final:
+                break
+            b.page.wait_for_timeout(100)
         trace = b.page.locator(".coe-trace").last.inner_text()
-        assert final, "the answer is empty"
+        assert final, f"the answer is empty; trace: {trace}"
         partial = [s for s in seen if s and s != final]
-        assert partial, f"no partial answer was shown before the final one: {seen}"
+        assert partial, f"no partial answer was shown before the final one: {seen}; final {final!r}; {trace}"
         assert all(final.startswith(s.rstrip()) or s.rstrip() in final for s in partial)
         for field in ("category", "confidence", "fallback", "expert", "tier found", "switch", "generation"):
             assert field in trace
