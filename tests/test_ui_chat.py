@@ -293,3 +293,23 @@ def test_chat_panel_shows_a_conversation_the_model_already_holds(coe):
     assert card.visible and answer.trace.expert in card.object
     panel.interface.clear()
     assert model.history == [] and model.traces == []
+
+
+@pytest.mark.gpu
+def test_tier_view_shows_experts_on_the_gpu(tiny_experts):
+    from workbench.experts import ExpertPool, ExpertSpec
+    from workbench.ui.tiers import TierModel, tiers_html
+
+    specs = [ExpertSpec(name=name, model=path) for name, path in tiny_experts.items()]
+    pool = ExpertPool(specs, gpu_memory="256MiB", cpu_memory="256MiB")
+    try:
+        tiers = TierModel(pool)
+        pool.generate("tiny-a", "hello", max_new_tokens=2)
+        tiers.refresh()
+        groups = tiers.by_tier()
+        assert [i["expert"] for i in groups["gpu"]] == ["tiny-a"] and groups["gpu"][0]["bytes"] > 0
+        assert tiers.totals()["gpu"] == pool.tracked_bytes("gpu")
+        html = tiers_html(tiers)
+        assert 'data-expert="tiny-a" data-tier="gpu"' in html and "of 256.0 MiB" in html
+    finally:
+        pool.close()
