@@ -489,3 +489,36 @@ def test_checkpoint_generation_config_is_used(ckpts, tmp_path):
     penalised = pool.generate("penalised", "the court ruled", max_new_tokens=12).token_ids
     assert penalised == _reference_tokens(folder, "the court ruled", 12)  # from_pretrained reads it too
     assert len(set(penalised)) == len(penalised) and penalised != plain  # no repeated token: the config applied
+
+
+def test_concurrent_cold_loads_keep_their_weights(ckpts):
+    """Building a skeleton (accelerate patches nn.Module.register_parameter process-wide) while another
+    thread assigns weights must not lose them to the meta device, nor leave the patch installed."""
+    import torch
+
+    names = ["math", "code", "law", "chat", "six", "tied"]
+    reference = {}
+    warm = ExpertPool([ExpertSpec(n, ckpts[n]) for n in names], gpu_memory=None)
+    for n in names:
+        reference[n] = warm.generate(n, "solve for x", max_new_tokens=4).token_ids
+    warm.close()
+    for round_ in range(3):
+        pool = ExpertPool([ExpertSpec(n, ckpts[n]) for n in names], gpu_memory=None)  # cold: every skeleton built now
+        results, errors = {}, []
+        barrier = threading.Barrier(len(names))
+
+        def run(name):
+            try:
+                barrier.wait()
+                results[name] = pool.generate(name, "solve for x", max_new_tokens=4).token_ids
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(f"{name}: {exc}")
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == [] and results == reference, (round_, errors)
+        pool.close()
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # no process-wide patch left behind

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ from typing import Any
 from workbench.errors import ExpertError, PlacementError
 
 TIERS = ("gpu", "cpu", "disk")
+
+#: Held while a model is built or weights are assigned into one. Building a skeleton patches process-wide
+#: state (accelerate's ``init_empty_weights`` replaces ``nn.Module.register_parameter``; transformers'
+#: ``no_init_weights`` / ``from_pretrained`` patch init functions and the default dtype): a thread that
+#: assigns weights meanwhile loses them to the meta device, and two overlapping builds can leave the patch
+#: installed for good. Everything here that builds or assigns takes this lock; code elsewhere that calls
+#: ``from_pretrained`` in threads next to an ExpertPool should take it too.
+MODEL_BUILD_LOCK = threading.RLock()
 
 _UNITS = {
     "": 1, "b": 1,
@@ -302,14 +311,15 @@ def empty_model(config: Any, dtype: Any = None, device: str = "cpu", *, trust_re
         except ImportError:
             no_init_weights = contextlib.nullcontext
     dtype = torch_dtype(dtype) or torch_dtype(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
-    with init_empty_weights(), no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32,
-                                                  trust_remote_code=trust_remote_code)
-    if device != "cpu":
-        for module in model.modules():
-            for name, buf in list(module._buffers.items()):
-                if buf is not None:
-                    module._buffers[name] = buf.to(device)
+    with MODEL_BUILD_LOCK:
+        with init_empty_weights(), no_init_weights():
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32,
+                                                      trust_remote_code=trust_remote_code)
+        if device != "cpu":
+            for module in model.modules():
+                for name, buf in list(module._buffers.items()):
+                    if buf is not None:
+                        module._buffers[name] = buf.to(device)
     model.eval()
     return model
 
@@ -488,12 +498,13 @@ def drop_weights(model: Any) -> None:
     """Free a skeleton's weights: every parameter becomes a meta tensor again (buffers are kept)."""
     import torch
 
-    for module in model.modules():
-        for name, param in list(module._parameters.items()):
-            if param is not None and param.device.type != "meta":
-                module._parameters[name] = torch.nn.Parameter(
-                    torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False
-                )
+    with MODEL_BUILD_LOCK:
+        for module in model.modules():
+            for name, param in list(module._parameters.items()):
+                if param is not None and param.device.type != "meta":
+                    module._parameters[name] = torch.nn.Parameter(
+                        torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False
+                    )
 
 
 def materialise(skeleton: Any, state: dict, *, expert: str = "?", source: Any = "?"):
@@ -501,6 +512,11 @@ def materialise(skeleton: Any, state: dict, *, expert: str = "?", source: Any = 
 
     On failure the skeleton is reset to meta and :class:`ExpertError` names the missing/unexpected keys.
     """
+    with MODEL_BUILD_LOCK:
+        return _materialise_locked(skeleton, state, expert=expert, source=source)
+
+
+def _materialise_locked(skeleton: Any, state: dict, *, expert: str, source: Any):
     try:
         result = skeleton.load_state_dict(state, assign=True, strict=False)
         if result.missing_keys and hasattr(skeleton, "tie_weights"):
@@ -529,10 +545,11 @@ def load_split(path: Path, placement: Placement, *, offload_folder: Path, dtype:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, device_map=placement.device_map, offload_folder=str(offload_folder),
-            dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
-        )
+        with MODEL_BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, device_map=placement.device_map, offload_folder=str(offload_folder),
+                dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
+            )
     except Exception as exc:
         raise ExpertError(
             f"expert {expert!r}: loading {path} split as {placement.bytes_per_tier} failed: {exc}"
@@ -545,9 +562,10 @@ def load_pretrained(path: Path, device: str, *, dtype: Any = None, trust_remote_
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, device_map={"": device}, dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
-        )
+        with MODEL_BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, device_map={"": device}, dtype=torch_dtype(dtype) or "auto", trust_remote_code=trust_remote_code,
+            )
     except Exception as exc:
         raise ExpertError(f"expert {expert!r}: loading {path} failed: {exc}. Fix: re-save it with safetensors") from exc
     return model.eval()
