@@ -335,6 +335,11 @@ class ExpertPool:
         on :meth:`close`) when ``None``.
     prefetch : bool
         Allow :meth:`prefetch` to load experts in a background thread.
+    wait_for_room : float
+        Seconds a switch-in waits for other sessions to release the experts they are using when the
+        budget is full of in-use experts (an expert that fits the budget is then loaded whole once
+        room frees up). After that, or with ``0``, it is loaded split into what is left, or a
+        :class:`~workbench.errors.PlacementError` says which experts hold the budget.
 
     Notes
     -----
@@ -353,6 +358,7 @@ class ExpertPool:
         cpu_memory: int | str = "4GiB",
         offload_dir: str | Path | None = None,
         prefetch: bool = True,
+        wait_for_room: float = 30.0,
     ) -> None:
         specs: dict[str, ExpertSpec] = {}
         for spec in experts:
@@ -366,6 +372,7 @@ class ExpertPool:
         self._own_offload = offload_dir is None
         self.offload_dir = Path(offload_dir) if offload_dir is not None else None
         self.prefetch_enabled = bool(prefetch)
+        self.wait_for_room = max(0.0, float(wait_for_room))
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._entries = {name: _Entry(spec) for name, spec in specs.items()}
@@ -727,7 +734,7 @@ class ExpertPool:
 
     # -- switching in ---------------------------------------------------------------------------
 
-    def _decide(self, entry: _Entry, *, prefetch: bool) -> tuple[str, list[str], Placement | None]:
+    def _decide(self, entry: _Entry, *, prefetch: bool, may_wait: bool = False) -> tuple[str, list[str], Placement | None]:
         """Under the lock: where is it, what to do. Returns (tier_found, steps, placement); reserves bytes."""
         use_gpu = self.gpu_budget > 0 and not prefetch
         if entry.gpu_model is not None:
@@ -752,6 +759,12 @@ class ExpertPool:
             return "disk", ["disk->cpu"], None
         if prefetch:
             return "disk", ["skip"], None
+        if may_wait and entry.nbytes <= self.cpu_budget:
+            others = [e for e in self._entries.values() if e is not entry]
+            pinned = sum(e.bytes_on("cpu") for e in others if e.pinned)
+            busy = sum(e.bytes_on("cpu") for e in others if not e.pinned and (e.in_use or e.loading))
+            if busy and entry.nbytes <= self.cpu_budget - pinned:
+                return "disk", ["wait"], None  # sessions using other experts will release them
         # larger than the tier budget (or room blocked by pinned/in-use experts): split
         self._make_room("cpu", min(entry.nbytes, 2 * entry.largest_module_bytes), entry)
         gpu_left = max(0, self.gpu_budget - self.tracked_bytes("gpu")) if use_gpu else 0
@@ -780,13 +793,19 @@ class ExpertPool:
         try:
             cold = self._prepare(entry)
             with self._cond:
-                while entry.loading:
-                    self._cond.wait()
-                try:
-                    found, steps, placement = self._decide(entry, prefetch=prefetch)
-                except BaseException:
-                    entry.reserved = {"gpu": 0, "cpu": 0}  # nobody else loads this entry while we decide
-                    raise
+                deadline = time.monotonic() + self.wait_for_room
+                while True:
+                    while entry.loading:
+                        self._cond.wait()
+                    try:
+                        found, steps, placement = self._decide(
+                            entry, prefetch=prefetch, may_wait=time.monotonic() < deadline)
+                    except BaseException:
+                        entry.reserved = {"gpu": 0, "cpu": 0}  # nobody else loads this entry while we decide
+                        raise
+                    if steps != ["wait"]:
+                        break
+                    self._cond.wait(timeout=max(0.01, deadline - time.monotonic()))
                 if steps == ["skip"]:
                     self._record(name, "prefetch", "disk", "disk", 0, time.perf_counter() - t0, "skipped: no room without evicting in-use/pinned experts")
                     self._release(entry)
