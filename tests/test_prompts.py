@@ -225,3 +225,15 @@ def test_real_mmlu_pro_mt_bench_arena_hard(shared_data, mmlu_pro_dir):
     assert len(mt) == 80 and len(mt.category_names) == 8
     ah = PromptSet.read(shared_data / "arena-hard-v2.0" / "question.jsonl")
     assert len(ah) == 750 and set(ah.category_names) == {"coding", "math", "creative_writing"}
+
+
+def test_atomic_write_gives_ordinary_file_mode(tmp_path):
+    import os
+
+    from workbench._paths import atomic_write_text
+
+    atomic_write_text(tmp_path / "m.yaml", "a: 1\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "m.yaml").read_text() == "a: 1\n"
