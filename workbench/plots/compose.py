@@ -95,9 +95,10 @@ def graph_figure(obj: Any, *, colors: dict[str, str] | None = None, title: str |
     n = len(graph)
     fig.update_layout(
         title=title if title is not None else _title(graph, execution),
-        height=height or max(260, 70 + 48 * (n if nodes else max(len(lv) for lv in graph.levels()))),
-        margin=dict(l=10, r=10, t=60, b=40), plot_bgcolor="white",
-        legend=dict(title="expert", orientation="h", yanchor="bottom", y=1.0, x=0),
+        height=height or max(280, 100 + 48 * (n if nodes else max(len(lv) for lv in graph.levels()))),
+        margin=dict(l=10, r=10, t=90, b=40), plot_bgcolor="white",
+        title_y=0.98, title_yanchor="top",
+        legend=dict(title="expert", orientation="h", yanchor="bottom", y=1.01, x=0),
         hoverlabel=dict(align="left"),
     )
     return fig

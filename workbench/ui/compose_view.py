@@ -173,10 +173,10 @@ class ComposeModel(param.Parameterized):
         return None
 
     def nodes_frame(self):
-        """One row per node: id, expert, status, seconds, needs, sub-query (filled), answer or error."""
+        """One row per node: id, expert, status, tier it was found in, seconds, needs, sub-query (filled), answer or error."""
         import pandas as pd
 
-        cols = ["id", "expert", "status", "start_s", "duration_s", "needs", "sub_query", "answer"]
+        cols = ["id", "expert", "status", "tier", "start_s", "duration_s", "needs", "sub_query", "answer"]
         if self.graph is None:
             return pd.DataFrame(columns=cols)
         rows = []
@@ -186,6 +186,7 @@ class ComposeModel(param.Parameterized):
             rows.append({
                 "id": node.id, "expert": (r.expert if r is not None else node.expert) or "",
                 "status": r.status if r is not None else "waiting",
+                "tier": (r.tier_found or "") if r is not None else "",
                 "start_s": None if r is None or r.start_s is None else round(r.start_s, 3),
                 "duration_s": None if r is None or r.end_s is None else round(r.duration_s, 3),
                 "needs": ", ".join(node.dependencies),
