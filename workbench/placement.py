@@ -320,8 +320,29 @@ def empty_model(config: Any, dtype: Any = None, device: str = "cpu", *, trust_re
                 for name, buf in list(module._buffers.items()):
                     if buf is not None:
                         module._buffers[name] = buf.to(device)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()  # so the slot index below sees tied parameters as one
+        _index_slots(model)
     model.eval()
     return model
+
+
+def _index_slots(model: Any) -> None:
+    """Remember where every parameter lives (tied ones grouped) so weights can be assigned and dropped
+    without walking ``load_state_dict``'s recursion on every switch."""
+    groups: dict[int, list] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module._parameters.items():
+            if param is not None:
+                name = f"{module_name}.{attr}" if module_name else attr
+                groups.setdefault(id(param), []).append((name, module, attr, tuple(param.shape), param.dtype))
+    buffers = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, buf in module._buffers.items():
+            if buf is not None and attr not in module._non_persistent_buffers_set:
+                buffers[f"{module_name}.{attr}" if module_name else attr] = (module, attr)
+    names = {entry[0] for group in groups.values() for entry in group} | set(buffers)
+    model.__dict__["_workbench_slots"] = (list(groups.values()), buffers, names)
 
 
 def no_split_classes(model: Any) -> list[str]:
@@ -498,7 +519,15 @@ def drop_weights(model: Any) -> None:
     """Free a skeleton's weights: every parameter becomes a meta tensor again (buffers are kept)."""
     import torch
 
+    slots = model.__dict__.get("_workbench_slots")
     with MODEL_BUILD_LOCK:
+        if slots is not None:  # keeps tied parameters tied
+            for group in slots[0]:
+                _name, _module, _attr, shape, dtype = group[0]
+                meta = torch.nn.Parameter(torch.empty(shape, dtype=dtype, device="meta"), requires_grad=False)
+                for _name, module, attr, _shape, _dtype in group:
+                    module._parameters[attr] = meta
+            return
         for module in model.modules():
             for name, param in list(module._parameters.items()):
                 if param is not None and param.device.type != "meta":
@@ -508,7 +537,10 @@ def drop_weights(model: Any) -> None:
 
 
 def materialise(skeleton: Any, state: dict, *, expert: str = "?", source: Any = "?"):
-    """Assign ``state`` into a meta skeleton (no copy: ``load_state_dict(assign=True)``), tie weights, check.
+    """Assign ``state`` into a meta skeleton without copying (tied parameters stay tied), then check it.
+
+    Skeletons from :func:`empty_model` carry an index of their parameter slots, so this is a few
+    dictionary writes; other models go through ``load_state_dict(assign=True)``.
 
     On failure the skeleton is reset to meta and :class:`ExpertError` names the missing/unexpected keys.
     """
@@ -516,7 +548,56 @@ def materialise(skeleton: Any, state: dict, *, expert: str = "?", source: Any = 
         return _materialise_locked(skeleton, state, expert=expert, source=source)
 
 
+def _check_state(missing: list[str], unexpected: list[str], wrong: list[str], *, expert: str, source: Any) -> None:
+    if missing:
+        raise ExpertError(
+            f"expert {expert!r}: the checkpoint in {source} misses weights "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}; it does not match its config.json. "
+            "Fix: re-save the checkpoint with save_pretrained"
+        )
+    if wrong:
+        raise ExpertError(
+            f"expert {expert!r}: the checkpoint in {source} has weights of the wrong shape: {wrong[:5]}. "
+            "Fix: check config.json matches the weights"
+        )
+    if unexpected:
+        raise ExpertError(
+            f"expert {expert!r}: the checkpoint in {source} has weights the model does not expect: "
+            f"{unexpected[:5]}. Fix: check config.json matches the weights"
+        )
+
+
 def _materialise_locked(skeleton: Any, state: dict, *, expert: str, source: Any):
+    slots = skeleton.__dict__.get("_workbench_slots")
+    if slots is None:
+        return _materialise_state_dict(skeleton, state, expert=expert, source=source)
+    import torch
+
+    groups, buffers, names = slots
+    missing, wrong = [], []
+    try:
+        for group in groups:
+            tensor = next((state[entry[0]] for entry in group if entry[0] in state), None)
+            if tensor is None:
+                missing.append(group[0][0])
+                continue
+            if tuple(tensor.shape) != group[0][3]:
+                wrong.append(f"{group[0][0]} {tuple(tensor.shape)} != {group[0][3]}")
+                continue
+            param = torch.nn.Parameter(tensor, requires_grad=False)
+            for _name, module, attr, _shape, _dtype in group:
+                module._parameters[attr] = param
+        for name, (module, attr) in buffers.items():
+            if name in state:
+                module._buffers[attr] = state[name]
+        _check_state(missing, [k for k in state if k not in names], wrong, expert=expert, source=source)
+    except BaseException:
+        drop_weights(skeleton)
+        raise
+    return skeleton
+
+
+def _materialise_state_dict(skeleton: Any, state: dict, *, expert: str, source: Any):
     try:
         result = skeleton.load_state_dict(state, assign=True, strict=False)
         if result.missing_keys and hasattr(skeleton, "tie_weights"):
@@ -571,14 +652,20 @@ def load_pretrained(path: Path, device: str, *, dtype: Any = None, trust_remote_
     return model.eval()
 
 
+_LIBC: list = []
+
+
 def malloc_trim() -> None:
     """Ask glibc to return freed heap pages to the OS (no-op elsewhere)."""
-    import ctypes
+    if not _LIBC:
+        import ctypes
 
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        try:
+            _LIBC.append(ctypes.CDLL("libc.so.6").malloc_trim)
+        except (OSError, AttributeError):  # not glibc
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
 
 
 def release_memory(cuda: bool = False) -> None:
