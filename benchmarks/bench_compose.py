@@ -215,6 +215,7 @@ def main() -> int:
             })
             if proc is not None:
                 rows[-1].update({"procs_s": proc.wall_s, "speedup_procs": seq.wall_s / proc.wall_s,
+                                 "node_s_procs": statistics.mean(proc.durations.values()),
                                  "procs_same": f"{sum(proc.answers[n] == seq.answers[n] for n in graph.ids)}/{len(graph)}"})
             rep = best_of(lambda: GraphExecutor(ReplayRunner(seq), torch_threads=None).run(graph.copy()), args.repeats)
             replay_rows.append({"width": width, "depth": depth, "parallel_s": rep.wall_s,

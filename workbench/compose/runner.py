@@ -149,7 +149,7 @@ def call_runner(runner: Runner, expert: str, prompt: str) -> RunOutput:
 _WORKER_POOL: Any = None
 
 
-def _worker_init(spec_dicts: list[dict], pool_kwargs: dict, threads: int) -> None:
+def _worker_init(spec_dicts: list[dict], pool_kwargs: dict, threads: int, preload: list[str] | None = None) -> None:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -161,6 +161,14 @@ def _worker_init(spec_dicts: list[dict], pool_kwargs: dict, threads: int) -> Non
     torch.set_num_threads(max(1, int(threads)))
     global _WORKER_POOL
     _WORKER_POOL = ExpertPool([ExpertSpec.from_dict(d) for d in spec_dicts], **pool_kwargs)
+    for name in preload or []:  # every worker holds these before it takes a task
+        _WORKER_POOL.generate(name, "Hello", max_new_tokens=1)
+
+
+def _worker_ready() -> int:
+    import os
+
+    return os.getpid()
 
 
 def _worker_generate(expert: str, prompt: str, gen: dict) -> dict:
@@ -188,6 +196,9 @@ class ProcessPoolRunner:
         ``torch.set_num_threads`` in each worker.
     cpu_memory : str or int
         Each worker pool's CPU tier budget.
+    preload : bool or list of str
+        Experts every worker loads when it starts (``True``: all), so no node pays a cold load in
+        whichever worker picks it up.
     **gen
         Generation settings for every call.
 
@@ -199,7 +210,7 @@ class ProcessPoolRunner:
     """
 
     def __init__(self, specs: Any, *, workers: int | None = None, threads_per_worker: int = 1,
-                 cpu_memory: int | str = "2GiB", **gen: Any) -> None:
+                 cpu_memory: int | str = "2GiB", preload: bool | list[str] = True, **gen: Any) -> None:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
@@ -213,6 +224,13 @@ class ProcessPoolRunner:
             raise ExpertError(f"workers must be at least 1, got {workers!r}")
         self.gen = gen
         self.cpu_memory = cpu_memory
+        if preload is True:
+            preload = list(self.specs)
+        elif not preload:
+            preload = []
+        unknown = [n for n in preload if n not in self.specs]
+        if unknown:
+            raise ExpertError(f"preload names unknown experts {unknown}; known: {', '.join(self.specs)}")
         spec_dicts = []
         for s in self.specs.values():
             d = s.to_dict()
@@ -221,7 +239,7 @@ class ProcessPoolRunner:
         self._executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
             initargs=(spec_dicts, {"gpu_memory": None, "cpu_memory": cpu_memory, "prefetch": False},
-                      threads_per_worker))
+                      threads_per_worker, list(preload)))
 
     @property
     def max_concurrency(self) -> int:
@@ -238,13 +256,15 @@ class ProcessPoolRunner:
         out = self._executor.submit(_worker_generate, expert, prompt, self.gen).result()
         return RunOutput(out["text"], out["new_tokens"], out["tier_found"], out["switch_s"], out["seconds"])
 
-    def warm(self, names: Any = None) -> None:
-        """Start every worker and load ``names`` (default: all experts) in each (blocks)."""
-        names = list(names or self.specs)
-        futures = [self._executor.submit(_worker_generate, n, "Hello", {"max_new_tokens": 1})
-                   for _ in range(self.workers) for n in names]
-        for f in futures:
-            f.result()
+    def warm(self) -> set[int]:
+        """Start every worker (each loads its ``preload`` experts first) and wait; returns their pids."""
+        pids: set[int] = set()
+        for _ in range(20):
+            futures = [self._executor.submit(_worker_ready) for _ in range(4 * self.workers)]
+            pids |= {f.result() for f in futures}
+            if len(pids) >= self.workers:
+                break
+        return pids
 
     def capacity_bytes(self) -> int:
         from workbench.placement import parse_size
