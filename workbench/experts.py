@@ -318,6 +318,31 @@ class GenerationStream:
 # the pool
 
 
+_TRANSFORMERS_NAMES = ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig",
+                       "TextIteratorStreamer")
+_IMPORT_LOCK = threading.Lock()
+_imported = False
+
+
+def _import_transformers_once() -> None:
+    """Resolve transformers' lazily imported names on one thread before sessions share the pool.
+
+    transformers loads its public names on first attribute access; several threads doing that at
+    once can see ``ImportError: cannot import name 'TextIteratorStreamer'``. Resolving them once,
+    under a lock, when the pool is built makes later imports plain dictionary lookups.
+    """
+    global _imported
+    if _imported:
+        return
+    with _IMPORT_LOCK:
+        if not _imported:
+            import transformers
+
+            for name in _TRANSFORMERS_NAMES:
+                getattr(transformers, name)
+            _imported = True
+
+
 class ExpertPool:
     """Serve many experts within per-tier budgets (GPU bytes, CPU bytes, a disk offload folder).
 
@@ -367,6 +392,7 @@ class ExpertPool:
                 raise ExpertError(f"two experts are named {spec.name!r}; expert names must be unique")
             specs[spec.name] = spec
         self.specs = specs
+        _import_transformers_once()
         self.cpu_budget = parse_size(cpu_memory)
         self.gpu_budget = self._gpu_budget(gpu_memory)
         self._own_offload = offload_dir is None
