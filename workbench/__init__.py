@@ -45,9 +45,9 @@ _LAZY: dict[str, str] = {
     "ExpertScores": "workbench.scores",
     "ModelRegistry": "workbench.registry",
     "CategoryExpertMap": "workbench.mapping",
-    "optimize_mapping": "workbench.mapping",
-    "pareto_frontier": "workbench.mapping",
-    "monolithic_baselines": "workbench.mapping",
+    "optimize_mapping": "workbench.optimize",
+    "pareto_frontier": "workbench.optimize",
+    "monolithic_baselines": "workbench.optimize",
     "MapMetrics": "workbench.mapping",
     "FrontierPoint": "workbench.mapping",
     "mmlu_pro_registry": "workbench.registry",
@@ -55,6 +55,8 @@ _LAZY: dict[str, str] = {
     "ExpertSpec": "workbench.experts",
     "ExpertPool": "workbench.experts",
     "plan_placement": "workbench.experts",
+    "specs_from_file": "workbench.experts",
+    "parse_size": "workbench.placement",
     "CoE": "workbench.coe",
     "Trace": "workbench.coe",
     "Answer": "workbench.coe",
@@ -66,6 +68,7 @@ _LAZY: dict[str, str] = {
     # composition
     "QueryGraph": "workbench.compose",
     "Composer": "workbench.compose",
+    "compose": "workbench.compose",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

@@ -33,6 +33,9 @@ _LAZY = {
     "ChatPanel": "workbench.ui.chat",
     "TierModel": "workbench.ui.tiers",
     "TierPanel": "workbench.ui.tiers",
+    "ComposeModel": "workbench.ui.compose_view",
+    "ComposePanel": "workbench.ui.compose_view",
+    "compose_widget": "workbench.ui.compose_view",
 }
 
 __all__ = sorted(_LAZY)
