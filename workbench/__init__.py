@@ -68,7 +68,6 @@ _LAZY: dict[str, str] = {
     # composition
     "QueryGraph": "workbench.compose",
     "Composer": "workbench.compose",
-    "compose": "workbench.compose",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
