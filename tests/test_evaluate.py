@@ -206,30 +206,9 @@ def test_mmlu_pro_protocol_meets_acceptance_floors(mmlu_pro_dir):
 
 # ------------------------------------------------------------------------------------- notebook
 def _run_notebook(path, env, timeout):
-    import os
+    from test_notebooks import outputs_text, run_notebook
 
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    chunks = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            chunks += [out.get("text", ""), out.get("data", {}).get("text/plain", "")]
-            if out.get("output_type") == "error":
-                chunks.append("ERROR " + out.get("ename", ""))
-    return "\n".join(chunks)
+    return outputs_text(run_notebook(path, env, timeout=timeout))
 
 
 def test_notebook_02_stops_gracefully_without_data(tmp_path):
