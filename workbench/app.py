@@ -134,20 +134,16 @@ def _missing(tab: str, what: str, exc: BaseException | None = None):
         f"<p>{html.escape(what)}</p>{detail}</div>", sizing_mode="stretch_width")
 
 
-def _explore_tab(bundle: Any):
+def _explore_tab(bundle: Any, editor: Any = None):
+    """Embed panel + cluster map; the Embed panel follows the session's map and mapping editor."""
     import panel as pn
 
     try:
         from workbench.ui.explore import ClusterMapModel, ClusterMapPanel, EmbedModel, EmbedPanel
-    except ImportError as exc:
-        return _missing("Explore", "workbench.ui.explore (the Embed panel and the cluster map) could "
-                        "not be imported.", exc)
-    try:
+
         cluster = ClusterMapModel.from_bundle(bundle)
-        try:
-            embed = EmbedModel.from_bundle(bundle, map=getattr(cluster, "map", None))
-        except TypeError:
-            embed = EmbedModel.from_bundle(bundle)
+        follow = {"mapping": editor} if editor is not None else {}
+        embed = EmbedModel.from_bundle(bundle, map=cluster, **follow)
         return pn.Column(EmbedPanel(embed), ClusterMapPanel(cluster), sizing_mode="stretch_width")
     except Exception as exc:
         return _missing("Explore", "building the Embed panel and the cluster map failed.", exc)
@@ -257,7 +253,12 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
         "embed, map, route, edit the category-to-expert map, chat with the live CoE</span></div>",
         sizing_mode="stretch_width")
     # the mapping editor first: the session's CoE then routes with the editor's own map
-    built = {name: TABS[name](own) for name in sorted(names, key=lambda n: n != "Mapping")}
+    built: dict[str, Any] = {}
+    for name in sorted(names, key=lambda n: n != "Mapping"):
+        if name == "Explore":
+            built[name] = _explore_tab(own, editor=getattr(built.get("Mapping"), "model", None))
+        else:
+            built[name] = TABS[name](own)
     panels = pn.Tabs(*[(name, built[name]) for name in names], dynamic=False,
                      sizing_mode="stretch_width", css_classes=["coe-tabs"])
     app = pn.Column(header, panels, sizing_mode="stretch_width")
