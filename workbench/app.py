@@ -68,16 +68,25 @@ def _offline_js_file() -> str:
 def offline_extension() -> None:
     """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet.
 
-    Call it instead of ``pn.extension(...)`` in a notebook that shows the workbench's Panel views:
-    the assets (and the icon patch of :data:`OFFLINE_JS`) are inlined into the notebook.
+    Call it instead of ``pn.extension(...)`` in a notebook that shows the workbench's Panel views.
+    Served apps also get the icon patch of :data:`OFFLINE_JS` as a same-origin static file; in a
+    notebook the patch is sent as a JavaScript output (a file path there would be fetched relative
+    to the notebook's URL and break Panel's loader).
     """
     import panel as pn
 
     pn.config.inline = True
-    # served: a same-origin static file (see serve); notebooks: a local file that Panel inlines
-    js = _STATIC_URL + "/coe_offline.js" if _serving else _offline_js_file()
-    pn.config.js_files = {**pn.config.js_files, "coe_offline": js}
+    if _serving:
+        pn.config.js_files = {**pn.config.js_files, "coe_offline": _STATIC_URL + "/coe_offline.js"}
     pn.extension(*EXTENSIONS, inline=True)
+    if not _serving:
+        try:
+            from IPython import get_ipython
+            from IPython.display import Javascript, display
+        except ImportError:  # plain Python: nothing to patch
+            return
+        if get_ipython() is not None:
+            display(Javascript(OFFLINE_JS))
 
 
 def default_bundle(*, progress: bool = True) -> Any:
