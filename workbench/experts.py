@@ -318,6 +318,37 @@ class GenerationStream:
 # the pool
 
 
+class _BackgroundTrim:
+    """Run glibc ``malloc_trim`` off the switch path, once requests have paused for ``delay`` seconds.
+
+    Requests coalesce; one daemon thread serves them (ctypes releases the GIL during the call).
+    """
+
+    def __init__(self, delay: float = 0.5) -> None:
+        self.delay = delay
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="workbench-malloc-trim", daemon=True)
+                self._thread.start()
+        self._event.set()
+
+    def _run(self) -> None:
+        while True:
+            self._event.wait()
+            while True:  # debounce: wait until no request came for `delay` seconds
+                self._event.clear()
+                if not self._event.wait(self.delay):
+                    break
+            malloc_trim()
+
+
+_TRIMMER = _BackgroundTrim()
+
 _TRANSFORMERS_NAMES = ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig",
                        "TextIteratorStreamer")
 _IMPORT_LOCK = threading.Lock()
@@ -884,7 +915,10 @@ class ExpertPool:
             release_memory(cuda=self.gpu_budget > 0)
             raise
         if steps:
-            malloc_trim()  # return what the evictions freed and the load did not reuse (~0.3 ms; gc.collect is too slow)
+            # give back what the evictions freed and the load did not reuse, once switching pauses:
+            # trimming right after evicting a large expert costs milliseconds on the switch path, and
+            # trimming while the next switch runs slows that switch (measured in bench_switch)
+            _TRIMMER.request()
         with self._cond:
             entry.loading = False
             self._tick += 1
