@@ -285,26 +285,12 @@ class QueryGraph:
         return max((len(level) for level in self.levels()), default=0)
 
     def ancestors(self, node_id: str) -> set[str]:
-        deps = self.dependencies()
-        seen: set[str] = set()
-        todo = list(deps[node_id])
-        while todo:
-            d = todo.pop()
-            if d not in seen:
-                seen.add(d)
-                todo.extend(deps[d])
-        return seen
+        """Every node ``node_id`` depends on, directly or through others."""
+        return _reachable(node_id, self.dependencies())
 
     def descendants(self, node_id: str) -> set[str]:
-        down = self.dependents()
-        seen: set[str] = set()
-        todo = list(down[node_id])
-        while todo:
-            d = todo.pop()
-            if d not in seen:
-                seen.add(d)
-                todo.extend(down[d])
-        return seen
+        """Every node that depends on ``node_id``, directly or through others."""
+        return _reachable(node_id, self.dependents())
 
     def sinks(self) -> list[str]:
         """Nodes nothing depends on (their answers are what the aggregator leans on most)."""
@@ -402,3 +388,15 @@ def _node_from_dict(data: Any, index: int) -> SubQuery:
     category = data.get("category")
     return SubQuery(nid, text, [str(d) for d in deps], None if expert is None else str(expert),
                     None if category is None else str(category), meta)
+
+
+def _reachable(start: str, edges: Mapping[str, Iterable[str]]) -> set[str]:
+    """Nodes reachable from ``start`` along ``edges`` (``start`` itself excluded unless on a cycle)."""
+    seen: set[str] = set()
+    todo = list(edges[start])
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges[node])
+    return seen
