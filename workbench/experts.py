@@ -85,6 +85,12 @@ class ExpertSpec:
         What the expert is good at (for similarity routing).
     trust_remote_code : bool
         Off unless you turn it on; passed to transformers.
+    adapter : str or Path, optional
+        A LoRA adapter folder (peft's ``save_pretrained``: ``adapter_config.json`` +
+        ``adapter_model.safetensors``). The expert is then ``model`` + this adapter: the pool keeps
+        one copy of the base for every expert that shares it and switches adapters by merging
+        them into the resident base (see :mod:`workbench.adapters`). Parameter counts should
+        include the adapter's.
 
     Examples
     --------
@@ -102,12 +108,15 @@ class ExpertSpec:
     generation: dict = field(default_factory=dict)
     description: str = ""
     trust_remote_code: bool = False
+    adapter: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ExpertError(f"ExpertSpec.name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
             raise ExpertError(f"expert {self.name!r}: model must be a checkpoint folder or a Hugging Face id, got {self.model!r}")
+        if self.adapter is not None and (not isinstance(self.adapter, (str, Path)) or not str(self.adapter).strip()):
+            raise ExpertError(f"expert {self.name!r}: adapter must be a LoRA adapter folder (or None), got {self.adapter!r}")
         if not isinstance(self.generation, dict):
             raise ExpertError(f"expert {self.name!r}: generation must be a dict of generate() defaults, got {self.generation!r}")
         if self.dtype not in (None, "auto"):
@@ -136,15 +145,19 @@ class ExpertSpec:
             raise ExpertError(f"expert entry {data!r} misses {missing}; each expert needs 'name' and 'model'")
         data = dict(data)
         if base_dir is not None:
-            candidate = Path(base_dir) / str(data["model"])
-            if not Path(str(data["model"])).is_absolute() and candidate.exists():
-                data["model"] = str(candidate)
+            for key in ("model", "adapter"):
+                if data.get(key) is None:
+                    continue
+                candidate = Path(base_dir) / str(data[key])
+                if not Path(str(data[key])).is_absolute() and candidate.exists():
+                    data[key] = str(candidate)
         return cls(**data)
 
     def to_dict(self) -> dict:
         """A plain dict (YAML/JSON friendly)."""
         out = dataclasses.asdict(self)
         out["model"] = str(self.model)
+        out["adapter"] = None if self.adapter is None else str(self.adapter)
         return out
 
 
@@ -208,6 +221,7 @@ class LoadedExpert:
     switch_s: float
     device: str
     tier: str = ""       # where it runs: gpu | cpu | gpu+cpu | cpu+disk | ...
+    adapter_s: float = 0.0   # of switch_s: seconds spent merging a LoRA adapter into the shared base
 
 
 @dataclass
@@ -222,6 +236,7 @@ class Generation:
     switch_s: float
     expert: str = ""
     token_ids: list[int] = field(default_factory=list)
+    adapter_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,6 +263,15 @@ class _Entry:
     loading: bool = False
     last_used: float | None = None
     tick: int = 0
+    # LoRA: an adapter expert points at its base entry; a base lists its adapter experts
+    base: "_Entry | None" = None
+    children: list = field(default_factory=list)
+    hidden: bool = False                                  # a base no spec names (not in pool.names)
+    adapter: Any = None                                   # LoraAdapter, read on first use
+    adapter_lock: threading.Lock = field(default_factory=threading.Lock)
+    gate_active: Any = None                               # adapter entry the base runs with now (None: plain)
+    gate_users: int = 0
+    merged: dict = field(default_factory=dict)            # "gpu"/"cpu" -> (adapter entry, originals)
 
     @property
     def prepared(self) -> bool:
@@ -263,10 +287,16 @@ class _Entry:
                 held += self.nbytes
         if self.split_model is not None and self.placement is not None:
             held += self.placement.bytes_per_tier.get(tier, 0)
+        if tier in self.merged:  # the exact copy of the weights a merged adapter replaced
+            held += sum(t.numel() * t.element_size() for t in self.merged[tier][1].values())
+        if tier == "cpu" and self.adapter is not None:
+            held += self.adapter.nbytes
         return held
 
     @property
     def tier(self) -> str:
+        if self.base is not None:
+            return self.base.tier
         if self.gpu_model is not None:
             return "gpu"
         if self.cpu_model is not None:
@@ -286,6 +316,41 @@ def _generation_config(path: Path):
         return GenerationConfig.from_pretrained(path)
     except Exception:  # a bad generation config should not stop serving; generate() uses the model defaults
         return None
+
+
+def _enforcer_tokenizer_data(tokenizer):
+    """lm-format-enforcer's table of a Hugging Face tokenizer: each token's text and whether it starts a word."""
+    import functools
+
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    vocab_size = len(tokenizer)
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    special = set(tokenizer.all_special_ids)
+    regular = []
+    for token in range(vocab_size):
+        if token in special:
+            continue
+        after_zero = tokenizer.decode([zero, token])[1:]  # a leading space survives after "0"
+        regular.append((token, after_zero, len(after_zero) > len(tokenizer.decode([token]))))
+
+    def decode(tokens: list[int]) -> str:
+        return tokenizer.decode(tokens).rstrip("\ufffd")
+
+    eos = tokenizer.eos_token_id
+    return TokenEnforcerTokenizerData(regular, functools.partial(decode), eos, False, vocab_size)
+
+
+def _base_key(spec: ExpertSpec) -> tuple:
+    """What makes two experts share one base copy: the same model (folder or id), dtype and code setting."""
+    path = Path(str(spec.model)).expanduser()
+    model = str(path.resolve()) if path.exists() else str(spec.model)
+    return model, spec.dtype or "auto", bool(spec.trust_remote_code)
+
+
+def _adapter_bytes_on_disk(adapter: str | Path | None) -> int:
+    file = Path(str(adapter)).expanduser() / "adapter_model.safetensors" if adapter else None
+    return file.stat().st_size if file is not None and file.is_file() else 0
 
 
 def _weights_on_disk(model: str | Path) -> int:
@@ -433,11 +498,40 @@ class ExpertPool:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._entries = {name: _Entry(spec) for name, spec in specs.items()}
+        self._group_adapters()
         self._events: list[PoolEvent] = []
         self._listeners: list[Callable[[PoolEvent], None]] = []
         self._prefetching: dict[str, threading.Thread] = {}
         self._tick = 0
         self._closed = False
+
+    def _group_adapters(self) -> None:
+        """Point every adapter expert at the entry of its base: one shared copy per base model + dtype.
+
+        A base that no spec names on its own (no plain expert with the same ``model`` and ``dtype``)
+        gets a hidden entry, which holds memory like any expert but is not in :attr:`names`.
+        """
+        bases: dict[tuple, _Entry] = {}
+        for entry in self._entries.values():
+            if entry.spec.adapter is None:
+                bases.setdefault(_base_key(entry.spec), entry)
+        for entry in list(self._entries.values()):
+            spec = entry.spec
+            if spec.adapter is None:
+                continue
+            key = _base_key(spec)
+            base = bases.get(key)
+            if base is None:
+                hidden = f"{Path(str(spec.model)).name or spec.model} (base)"
+                while hidden in self._entries:
+                    hidden += "'"
+                base = _Entry(ExpertSpec(name=hidden, model=spec.model, dtype=spec.dtype,
+                                         trust_remote_code=spec.trust_remote_code,
+                                         description="shared base of LoRA experts"), hidden=True)
+                self._entries[hidden] = base
+                bases[key] = base
+            entry.base = base
+            base.children.append(entry)
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -551,11 +645,24 @@ class ExpertPool:
 
         ``disk_bytes`` counts the bytes that would be read from disk to run the expert now (all of
         it when it is not in memory; the offloaded part of a split expert).
+
+        An adapter expert's row has its base's tier, ``base`` (the shared base's name),
+        ``adapter_merged`` (merged into the base now) and the adapter's own bytes; a base that no
+        spec names has ``hidden=True``.
         """
         with self._lock:
             rows = []
             for name, e in self._entries.items():
                 tier = e.tier
+                common = {"base": e.base.spec.name if e.base is not None else None, "hidden": e.hidden,
+                          "adapter_merged": e.base is not None and any(w is e for w, _ in e.base.merged.values())}
+                if e.base is not None:
+                    size = e.adapter.nbytes if e.adapter is not None else _adapter_bytes_on_disk(e.spec.adapter)
+                    rows.append({"expert": name, "tier": tier, "gpu_bytes": 0, "cpu_bytes": e.bytes_on("cpu"),
+                                 "disk_bytes": 0 if e.adapter is not None else size, "size_bytes": size,
+                                 "pinned": e.pinned, "in_use": e.in_use, "loading": e.base.loading,
+                                 "last_used": e.last_used, "modules": {}, **common})
+                    continue
                 if e.split_model is not None and e.placement is not None:
                     modules = {t: list(v) for t, v in e.placement.modules_per_tier.items() if v}
                     disk = e.placement.bytes_per_tier["disk"]
@@ -577,6 +684,7 @@ class ExpertPool:
                     "loading": e.loading,
                     "last_used": e.last_used,
                     "modules": modules,
+                    **common,
                 })
             return rows
 
@@ -591,6 +699,8 @@ class ExpertPool:
     def pin(self, name: str, *, load: bool = True) -> None:
         """Keep ``name`` resident: it is never evicted until :meth:`unpin`. Loads it now unless ``load=False``."""
         entry = self._entry(name)
+        if entry.base is not None:  # pinning an adapter expert keeps its base resident
+            self.pin(entry.base.spec.name, load=False)
         with self._lock:
             entry.pinned = True
         if load:
@@ -604,11 +714,21 @@ class ExpertPool:
 
     def unpin(self, name: str) -> None:
         with self._lock:
-            self._entry(name).pinned = False
+            entry = self._entry(name)
+            entry.pinned = False
+            if entry.base is not None and not any(c.pinned for c in entry.base.children):
+                entry.base.pinned = False  # pinned for its adapter experts; none is pinned now
 
     def evict(self, name: str) -> None:
-        """Drop ``name`` from memory (all tiers). Raises if it is in use; unpins it."""
+        """Drop ``name`` from memory (all tiers). Raises if it is in use; unpins it.
+
+        For an adapter expert: restores its base if the adapter is merged into it and drops the
+        adapter's weights; the shared base stays resident (evict the base to drop it).
+        """
         entry = self._entry(name)
+        if entry.base is not None:
+            self._evict_adapter(entry)
+            return
         with self._cond:
             while entry.loading:
                 self._cond.wait()
@@ -624,6 +744,25 @@ class ExpertPool:
             self._drop(entry, "split", detail="evict() called")
         release_memory(cuda=freed_gpu)
 
+    def _evict_adapter(self, entry: _Entry) -> None:
+        from workbench.adapters import LoraAdapter
+
+        base = entry.base
+        with self._cond:
+            if entry.in_use:
+                raise ExpertError(f"expert {entry.spec.name!r} is in use by {entry.in_use} session(s) and cannot "
+                                  "be evicted now; retry after the generation finishes")
+            entry.pinned = False
+            for tier, (who, originals) in list(base.merged.items()):
+                if who is entry:
+                    model = base.gpu_model if tier == "gpu" else base.cpu_model
+                    if model is not None:
+                        LoraAdapter.restore(model, originals)
+                    base.merged.pop(tier)
+            if entry.adapter is not None:
+                nbytes, entry.adapter = entry.adapter.nbytes, None
+                self._record(entry.spec.name, "evict", "cpu", "disk", nbytes, 0.0, "evict() called: adapter dropped")
+
     def close(self) -> None:
         """Wait for prefetches, drop every expert and remove the temporary offload folder."""
         with self._lock:
@@ -637,6 +776,8 @@ class ExpertPool:
                 for tier in ("gpu", "cpu", "split"):
                     self._drop(entry, tier, detail="pool closed", record=False)
                 entry.skeletons.clear()
+                entry.merged.clear()
+                entry.adapter = None
         release_memory(cuda=self.gpu_budget > 0)
         if self._own_offload and self.offload_dir is not None:
             shutil.rmtree(self.offload_dir, ignore_errors=True)
@@ -645,6 +786,8 @@ class ExpertPool:
     def _drop(self, entry: _Entry, tier: str, *, detail: str = "", record: bool = True) -> int:
         """Drop one copy of ``entry`` (``gpu``/``cpu``/``split``); caller holds the lock. Returns bytes freed."""
         t0 = time.perf_counter()
+        if tier in ("gpu", "cpu"):
+            entry.merged.pop(tier, None)  # the merged adapter goes with the weights it was merged into
         if tier == "gpu" and entry.gpu_model is not None:
             drop_weights(entry.gpu_model)
             entry.gpu_model = None
@@ -705,6 +848,9 @@ class ExpertPool:
             try:
                 state = copy_state(victim.gpu_model, "cpu")
                 victim.cpu_model = self._materialise(victim, state, "cpu")
+                if "gpu" in victim.merged:  # the copy carries the merged adapter: so does its restore copy
+                    who, originals = victim.merged["gpu"]
+                    victim.merged["cpu"] = (who, {k: v.to("cpu") for k, v in originals.items()})
                 self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
                              "LRU: demoted to the CPU tier")
                 drop_weights(victim.gpu_model)
@@ -839,8 +985,8 @@ class ExpertPool:
         entry.reserved["cpu"] += placement.bytes_per_tier["cpu"]
         return "disk", ["split"], placement
 
-    def _switch_in(self, name: str, *, prefetch: bool = False) -> LoadedExpert | None:
-        """Make ``name`` runnable and hold it (in_use + 1). The caller must :meth:`_release` it."""
+    def _hold(self, name: str, *, prefetch: bool = False) -> LoadedExpert | None:
+        """Make a plain (non-adapter) entry runnable and hold it (in_use + 1); :meth:`_unhold` gives it back."""
         t0 = time.perf_counter()
         entry = self._entry(name)
         with self._lock:
@@ -865,7 +1011,7 @@ class ExpertPool:
                     self._cond.wait(timeout=max(0.01, deadline - time.monotonic()))
                 if steps == ["skip"]:
                     self._record(name, "prefetch", "disk", "disk", 0, time.perf_counter() - t0, "skipped: no room without evicting in-use/pinned experts")
-                    self._release(entry)
+                    self._unhold(entry)
                     return None
                 if steps:
                     entry.loading = True
@@ -891,6 +1037,9 @@ class ExpertPool:
                     model = self._materialise(entry, state, "cuda")
                     with self._lock:
                         entry.gpu_model, entry.reserved["gpu"] = model, entry.reserved["gpu"] - entry.nbytes
+                        if "cpu" in entry.merged:  # the copy carries the merged adapter: so does its restore copy
+                            who, originals = entry.merged["cpu"]
+                            entry.merged["gpu"] = (who, {k: v.to("cuda") for k, v in originals.items()})
                     self._record(name, "switch", "cpu", "gpu", entry.nbytes, time.perf_counter() - s0, "host->device copy")
                 elif step == "disk->gpu":
                     model = self._load_full(entry, "cuda")
@@ -939,10 +1088,160 @@ class ExpertPool:
         placement = entry.placement
         return entry.split_model, ("cuda" if placement is not None and placement.bytes_per_tier["gpu"] else "cpu")
 
-    def _release(self, entry: _Entry) -> None:
+    def _unhold(self, entry: _Entry) -> None:
         with self._cond:
             entry.in_use = max(0, entry.in_use - 1)
             self._cond.notify_all()
+
+    def _switch_in(self, name: str, *, prefetch: bool = False) -> LoadedExpert | None:
+        """Make ``name`` runnable and hold it (not evictable). The caller must :meth:`_release` it.
+
+        A plain expert is switched in as it is. An adapter expert holds its base and merges its
+        adapter into it (:meth:`_gate_enter`); a base that adapter experts share is held with every
+        adapter restored out of it.
+        """
+        entry = self._entry(name)
+        if entry.base is not None:
+            return self._switch_in_adapter(entry)
+        loaded = self._hold(name, prefetch=prefetch)
+        if loaded is None or prefetch or not entry.children:
+            return loaded
+        try:
+            loaded.adapter_s = self._gate_enter(entry, None, loaded)
+        except BaseException:
+            self._unhold(entry)
+            raise
+        loaded.switch_s += loaded.adapter_s
+        return loaded
+
+    def _release(self, entry: _Entry) -> None:
+        """Give back what :meth:`_switch_in` held."""
+        if entry.base is not None:
+            self._gate_exit(entry.base)
+            self._unhold(entry.base)
+            self._unhold(entry)
+        elif entry.children:
+            self._gate_exit(entry)
+            self._unhold(entry)
+        else:
+            self._unhold(entry)
+
+    # -- LoRA adapters on a shared base -------------------------------------------------------------
+
+    def _prepare_adapter(self, entry: _Entry):
+        """Read the adapter expert's LoRA weights once (small; kept on the CPU)."""
+        from workbench.adapters import LoraAdapter
+
+        with entry.prep_lock:
+            if entry.adapter is None:
+                t0 = time.perf_counter()
+                adapter = LoraAdapter.load(entry.spec.adapter, expert=entry.spec.name)
+                with self._lock:
+                    entry.adapter = adapter
+                self._record(entry.spec.name, "load", "disk", "cpu", adapter.nbytes, time.perf_counter() - t0,
+                             f"LoRA adapter, {adapter.n_params:,} parameters")
+            return entry.adapter
+
+    def _switch_in_adapter(self, entry: _Entry) -> LoadedExpert:
+        t0 = time.perf_counter()
+        base = entry.base
+        with self._lock:
+            if self._closed:
+                raise ExpertError("the pool is closed; create a new ExpertPool")
+            entry.in_use += 1
+        try:
+            self._prepare_adapter(entry)
+            loaded = self._hold(base.spec.name)
+        except BaseException as exc:
+            self._unhold(entry)
+            self._record(entry.spec.name, "error", "disk", "disk", 0, time.perf_counter() - t0, str(exc))
+            raise
+        try:
+            if loaded.tier not in ("gpu", "cpu"):
+                raise ExpertError(
+                    f"expert {entry.spec.name!r}: its base {base.spec.name!r} was loaded split across "
+                    f"{loaded.tier}; a LoRA adapter is merged into a base held whole in one tier. Fix: raise "
+                    f"cpu_memory (or gpu_memory) to hold {format_bytes(base.nbytes)} plus the adapter")
+            adapter_s = self._gate_enter(base, entry, loaded)
+        except BaseException as exc:
+            self._unhold(base)
+            self._unhold(entry)
+            self._record(entry.spec.name, "error", loaded.tier, loaded.tier, 0, time.perf_counter() - t0, str(exc))
+            raise
+        with self._cond:
+            self._tick += 1
+            entry.tick, entry.last_used = self._tick, time.time()
+        return LoadedExpert(entry.spec.name, loaded.model, loaded.tokenizer, entry.spec, loaded.tier_found,
+                            time.perf_counter() - t0, loaded.device, loaded.tier, adapter_s)
+
+    def _gate_enter(self, base: _Entry, want: _Entry | None, loaded: LoadedExpert) -> float:
+        """Hold the shared base in the state ``want`` needs (its adapter merged, or none); returns merge seconds.
+
+        Sessions that need the same adapter share the base; a session that needs another one waits
+        until they finish (the base holds one merged adapter at a time).
+        """
+        with self._cond:
+            while base.gate_users and base.gate_active is not want:
+                self._cond.wait()
+            base.gate_active = want
+            base.gate_users += 1
+        try:
+            return self._apply_adapter(base, want, loaded)
+        except BaseException:
+            self._gate_exit(base)
+            raise
+
+    def _gate_exit(self, base: _Entry) -> None:
+        with self._cond:
+            base.gate_users = max(0, base.gate_users - 1)
+            self._cond.notify_all()
+
+    def _apply_adapter(self, base: _Entry, want: _Entry | None, loaded: LoadedExpert) -> float:
+        """Merge ``want``'s adapter into the resident base (restoring the previous one first)."""
+        from workbench.adapters import LoraAdapter
+
+        tier = "gpu" if loaded.model is base.gpu_model and base.gpu_model is not None else "cpu"
+        model = loaded.model
+        with base.adapter_lock:
+            current = base.merged.get(tier)
+            previous = current[0] if current else None
+            if previous is want:
+                return 0.0
+            t0 = time.perf_counter()
+            originals = current[1] if current else None
+            moved = sum(t.numel() * t.element_size() for t in (originals or {}).values())
+            if want is None or (originals is not None and set(originals) != set(want.adapter.modules)):
+                LoraAdapter.restore(model, originals)
+                with self._lock:
+                    base.merged.pop(tier, None)
+                originals = None
+            if want is not None:
+                adapter = want.adapter
+                if originals is None:
+                    need = adapter.originals_bytes(model)
+                    with self._lock:
+                        if not self._make_room(tier, need, base):
+                            raise PlacementError(
+                                f"expert {want.spec.name!r}: no room on the {tier} tier for the "
+                                f"{format_bytes(need)} copy of the base weights its adapter replaces; raise "
+                                f"{tier}_memory or release other experts")
+                    originals = adapter.snapshot(model, expert=want.spec.name)
+                try:
+                    adapter.merge(model, originals, expert=want.spec.name)
+                except BaseException:
+                    LoraAdapter.restore(model, originals)
+                    raise
+                with self._lock:
+                    base.merged[tier] = (want, originals)
+            seconds = time.perf_counter() - t0
+        name = want.spec.name if want is not None else base.spec.name
+        if want is None:
+            detail = f"restored base {base.spec.name} (unmerged {previous.spec.name})"
+        else:
+            detail = f"merged into base {base.spec.name}" + (f", replacing {previous.spec.name}" if previous else "")
+        moved = max(moved, sum(t.numel() * t.element_size() for t in (originals or {}).values()))
+        self._record(name, "adapter", tier, tier, moved, seconds, detail)
+        return seconds
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[LoadedExpert]:
@@ -963,17 +1262,21 @@ class ExpertPool:
         """Load ``name`` into the CPU tier in a background thread (no-op if resident, already prefetching,
         or the pool was built with ``prefetch=False``). Never evicts pinned or in-use experts."""
         entry = self._entry(name)
+        target = entry.base or entry  # an adapter expert: load its base (and read the adapter)
         with self._lock:
             if not self.prefetch_enabled or self._closed or name in self._prefetching:
                 return
-            if entry.gpu_model is not None or entry.cpu_model is not None or entry.split_model is not None:
+            if (target.gpu_model is not None or target.cpu_model is not None or target.split_model is not None) \
+                    and (entry.base is None or entry.adapter is not None):
                 return
 
             def work() -> None:
                 try:
-                    loaded = self._switch_in(name, prefetch=True)
+                    if entry.base is not None:
+                        self._prepare_adapter(entry)
+                    loaded = self._hold(target.spec.name, prefetch=True)
                     if loaded is not None:
-                        self._release(entry)
+                        self._unhold(target)
                 except Exception:  # recorded as an error event already
                     pass
                 finally:
@@ -1019,10 +1322,51 @@ class ExpertPool:
             enc = tokenizer(text, return_tensors="pt")
         return {k: v.to(loaded.device) for k, v in dict(enc).items() if k in ("input_ids", "attention_mask")}
 
+    def _json_constraint(self, loaded: LoadedExpert, schema: dict):
+        """A ``prefix_allowed_tokens_fn`` that lets the model write only JSON valid for ``schema``.
+
+        lm-format-enforcer's :class:`TokenEnforcer` does the work; its own transformers glue does
+        not import under transformers 5, so the few lines of glue live in
+        :func:`_enforcer_tokenizer_data`. The tokenizer's vocabulary table (a pass over the
+        vocabulary, a second or two) is computed once per tokenizer and kept.
+        """
+        try:
+            from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+        except ImportError:
+            from workbench.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                "JSON-constrained generation needs the package 'lm-format-enforcer' (a dependency of "
+                "coe-workbench); reinstall the workbench or run: pip install lm-format-enforcer") from None
+        if not isinstance(schema, dict):
+            raise ExpertError(f"json_schema must be a JSON schema dict, got {type(schema).__name__}")
+        tokenizer = loaded.tokenizer
+        with self._lock:
+            cache = self.__dict__.setdefault("_enforcer_data", {})
+            data = cache.get(id(tokenizer))
+        if data is None or data[0] is not tokenizer:
+            data = (tokenizer, _enforcer_tokenizer_data(tokenizer))
+            with self._lock:
+                cache[id(tokenizer)] = data
+        try:
+            # keys in the schema's order ("required"), so a schema can fix what comes first
+            config = CharacterLevelParserConfig(force_json_field_order=True)
+            enforcer = TokenEnforcer(data[1], JsonSchemaParser(schema, config=config))
+        except Exception as exc:  # noqa: BLE001 - pydantic raises several types
+            raise ExpertError(f"json_schema is not a usable JSON schema: {exc}") from None
+
+        def allowed(batch_id: int, sent) -> list[int]:
+            return enforcer.get_allowed_tokens(sent.tolist()).allowed_tokens
+
+        return allowed
+
     def _gen_kwargs(self, loaded: LoadedExpert, max_new_tokens: int | None, gen: dict) -> dict:
         kwargs = {"max_new_tokens": 64, "do_sample": False}
         kwargs.update(loaded.spec.generation)
         kwargs.update(gen)
+        schema = kwargs.pop("json_schema", None)
+        if schema is not None:  # decoding constrained to the schema: the reply always parses
+            kwargs["prefix_allowed_tokens_fn"] = self._json_constraint(loaded, schema)
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = int(max_new_tokens)
         if not kwargs.get("do_sample"):
@@ -1050,7 +1394,7 @@ class ExpertPool:
         new = out[0, inputs["input_ids"].shape[1]:].tolist()
         text = loaded.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(text, len(new), seconds, len(new) / seconds if seconds > 0 else 0.0,
-                          loaded.tier_found, loaded.switch_s, loaded.name, new)
+                          loaded.tier_found, loaded.switch_s, loaded.name, new, loaded.adapter_s)
 
     def generate(self, name: str, prompt: str | list[dict], *, max_new_tokens: int | None = None, streamer: Any = None, **gen: Any) -> Generation:
         """Switch ``name`` in and generate (greedy unless the spec or ``gen`` say otherwise).
@@ -1066,7 +1410,8 @@ class ExpertPool:
             Overrides the spec's default (64 when unset).
         streamer : transformers streamer, optional
         **gen
-            Other ``generate`` arguments.
+            Other ``generate`` arguments; ``json_schema=<dict>`` constrains decoding so the reply
+            is JSON valid for that schema (lm-format-enforcer).
 
         Returns
         -------

@@ -389,3 +389,26 @@ def mmlu_pro_registry() -> ModelRegistry:
     12.9
     """
     return ModelRegistry(MMLU_PRO_PARAMS, source="workbench.registry.MMLU_PRO_PARAMS")
+
+
+def format_params(billions: float | None, *, digits: int = 4) -> str:
+    """A parameter count given in billions, in the unit that fits: ``"134.5M"``, ``"7.6B"``, ``"850K"``.
+
+    Examples
+    --------
+    >>> format_params(0.1345), format_params(7.6), format_params(70.55), format_params(0.00085)
+    ('134.5M', '7.6B', '70.55B', '850K')
+    """
+    import math
+
+    if billions is None or not isinstance(billions, (int, float)) or math.isnan(billions):
+        return "–"
+    value = float(billions) * 1e9
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= size:
+            scaled = value / size
+            text = f"{scaled:.{digits}g}" if abs(scaled) < 10 ** digits else f"{scaled:.0f}"
+            if "e" in text:
+                text = f"{scaled:.0f}"
+            return f"{text}{unit}"
+    return f"{value:.0f}"

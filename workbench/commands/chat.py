@@ -10,8 +10,8 @@ to a category, sent to the category's expert through the expert pool, and answer
 tokens; a trace follows each answer (category and probability, fallback, expert, the tier it was
 found in, switch/embed/route/generate times, tokens per second).
 
-By default it runs over the offline demo bundle (built on first use: tiny experts trained on CPU
-for a few minutes, cached afterwards). Give --experts, --map and --router to chat with your own
+By default it runs over the offline demo bundle (SmolLM2-135M-Instruct and its LoRA specialists;
+--tiny for the tiny from-scratch experts). Give --experts, --map and --router to chat with your own
 CoE instead. Reads stdin until EOF or /quit, so it also works non-interactively.
 
 commands inside the chat: /map (show the map), /help, /quit
@@ -27,12 +27,15 @@ example:
 def register(parser) -> None:
     parser.add_argument("--budget", metavar="B", default=None,
                         help="re-optimise the demo map at this budget on average active parameters: "
-                             "'4M', '0.004B' or a number in billions (default: 3/4 of the way from the cheapest to the best map)")
+                             "'135M', '0.135B' or a number in billions (default: the demo's optimised map)")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="tokens per answer (default: each expert's own setting)")
     parser.add_argument("--no-stream", action="store_true", help="print each answer when complete")
     parser.add_argument("--seed", type=int, default=0, help="demo bundle seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars while building")
+    from workbench.commands.serve import add_demo_arguments
+
+    add_demo_arguments(parser)
     parser.add_argument("--experts", metavar="YAML", help="your ExpertSpec list (instead of the demo)")
     parser.add_argument("--map", metavar="FILE", dest="map_file",
                         help="your category-to-expert map (.json/.yaml); needs --experts and --router")
@@ -83,8 +86,10 @@ def _user_coe(args):
 
 
 def _demo_coe(args):
+    from workbench.commands.serve import apply_demo_kind
     from workbench.demo import build_demo_bundle
 
+    apply_demo_kind(args)
     bundle = build_demo_bundle(seed=args.seed, progress=not args.quiet,
                                budget_b=parse_budget(args.budget))
     return bundle.coe, bundle

@@ -39,6 +39,9 @@ def register(parser) -> None:
     parser.add_argument("--figure", default=None, metavar="FILE.html", help="write the graph figure here")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     parser.add_argument("--quiet", action="store_true", help="no progress bar while the demo loads")
+    from workbench.commands.serve import add_demo_arguments
+
+    add_demo_arguments(parser)
 
 
 def run(args) -> int:
@@ -65,8 +68,10 @@ def run(args) -> int:
         if args.query:
             target.query = args.query
 
+    from workbench.commands.serve import apply_demo_kind
     from workbench.demo import build_demo_bundle
 
+    apply_demo_kind(args)
     bundle = build_demo_bundle(progress=not args.quiet and not args.json)
     composer = Composer.from_bundle(bundle, routing=args.routing, decomposer=args.decomposer,
                                     aggregator=args.aggregator, max_parallel=args.max_parallel,

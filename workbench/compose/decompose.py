@@ -20,7 +20,8 @@ from workbench.compose.graph import PLACEHOLDER, QueryGraph, SubQuery
 from workbench.compose.runner import Runner, call_runner
 from workbench.errors import GraphError
 
-__all__ = ["RuleDecomposer", "LLMDecomposer", "DecomposeError", "DECOMPOSE_TEMPLATE", "parse_graph_json", "get_decomposer"]
+__all__ = ["RuleDecomposer", "LLMDecomposer", "DecomposeError", "DECOMPOSE_TEMPLATE", "GRAPH_SCHEMA", "graph_schema", "parse_graph_json",
+           "get_decomposer"]
 
 
 class DecomposeError(GraphError):
@@ -198,25 +199,86 @@ class RuleDecomposer:
 # LLM-based
 
 DECOMPOSE_TEMPLATE = """\
-Split the question below into the smallest set of self-contained sub-questions that together answer it.
-Reply with one JSON object and nothing else, in exactly this shape:
-{"nodes": [{"id": "q1", "text": "first sub-question", "depends_on": []},
-           {"id": "q2", "text": "sub-question that uses the answer {{q1}}", "depends_on": ["q1"]}]}
-Rules: ids are q1, q2, ...; "depends_on" lists the ids whose answers a sub-question needs; write
-{{id}} in a sub-question's text where that answer should be inserted; no cycles; a question that
-needs no splitting becomes a single node.
+Split a question into the fewest self-contained sub-questions that answer it. Reply with JSON only:
+one entry per sub-question, q1, q2, ... in order, each with its text and depends_on, the earlier
+entries whose answers it needs. A question that needs no split is one entry.
+
+Question: What is the capital of Italy, and how many people live there?
+JSON: {"q1": {"text": "What is the capital of Italy?", "depends_on": []}, "q2": {"text": "How many people live in that city?", "depends_on": ["q1"]}}
+
+Question: Write a haiku about autumn and explain what photosynthesis is.
+JSON: {"q1": {"text": "Write a haiku about autumn.", "depends_on": []}, "q2": {"text": "Explain what photosynthesis is.", "depends_on": []}}
 
 Question: {query}
 JSON:"""
 
+#: Most sub-questions the LLM decomposer may write (the schema allows 1 to this many).
+MAX_LLM_NODES = 5
+
+
+def graph_schema(max_nodes: int = MAX_LLM_NODES) -> dict:
+    """The JSON schema of a decomposition, valid by construction.
+
+    One of ``max_nodes`` object shapes ``{"q1": {...}, ..., "qn": {...}}`` (keys in order), where
+    ``qi``'s ``depends_on`` may only name ``q1`` .. ``q(i-1)`` and its text holds no braces, quotes
+    or newlines (answers are inserted after the text). Decoding constrained to it cannot produce a
+    cycle, a dangling reference, a duplicate id or malformed JSON.
+    """
+    def node(i: int) -> dict:
+        earlier = [f"q{k}" for k in range(1, i)]
+        deps = ({"type": "array", "items": {"type": "string", "enum": earlier}, "maxItems": len(earlier)}
+                if earlier else {"type": "array", "items": {"type": "string", "enum": ["none"]}, "maxItems": 0})
+        return {"type": "object",
+                "properties": {"text": {"type": "string", "pattern": r'[^{}"\\\n]{3,200}'}, "depends_on": deps},
+                "required": ["text", "depends_on"]}
+
+    shapes = []
+    for n in range(1, int(max_nodes) + 1):
+        keys = [f"q{i}" for i in range(1, n + 1)]
+        shapes.append({"type": "object", "properties": {k: node(i) for i, k in enumerate(keys, 1)},
+                       "required": keys})
+    return {"anyOf": shapes}
+
+
+#: The schema the LLM decomposer's decoding is constrained to (see :func:`graph_schema`).
+GRAPH_SCHEMA = graph_schema()
+
+#: Generation settings of a constrained decomposition: enough tokens for five entries, greedy, and
+#: no repetition penalty (JSON repeats its punctuation by design).
+CONSTRAINED_GEN = {"json_schema": GRAPH_SCHEMA, "max_new_tokens": 320, "do_sample": False,
+                   "repetition_penalty": 1.0}
+
 RETRY_SUFFIX = "\n\nYour previous reply could not be used: {error}\nReply with the JSON object only.\nJSON:"
+
+
+_KEYED_ID = re.compile(r"^q[1-9][0-9]*$")
+
+
+def _nodes_from_keyed(data: dict, context_label: str = "Earlier answer") -> list[dict] | None:
+    """``{"q1": {"text", "depends_on"}, ...}`` (the constrained form) as a node list; None if not that form.
+
+    Each dependency's answer is appended to the text as ``<label>: {{id}}`` unless the text already
+    holds the placeholder.
+    """
+    if not data or not all(isinstance(k, str) and _KEYED_ID.match(k) and isinstance(v, dict) for k, v in data.items()):
+        return None
+    nodes = []
+    for key, value in data.items():
+        deps = value.get("depends_on") or []
+        text = str(value.get("text", ""))
+        for dep in deps if isinstance(deps, list) else []:
+            if f"{{{{{dep}}}}}" not in text:
+                text += f"\n{context_label}: {{{{{dep}}}}}"
+        nodes.append({"id": key, "text": text, "depends_on": deps})
+    return nodes
 
 
 def parse_graph_json(text: str, query: str = "") -> QueryGraph:
     """Find the first JSON object (or list) in ``text`` and validate it as a :class:`QueryGraph`.
 
-    Tolerates prose and Markdown code fences around the JSON. Raises :class:`GraphError` naming
-    what was wrong.
+    Accepts ``{"nodes": [...]}`` and the constrained decoder's keyed form ``{"q1": {"text": ...,
+    "depends_on": []}, ...}``. Tolerates prose and Markdown code fences around the JSON. Raises
+    :class:`GraphError` naming what was wrong.
 
     >>> parse_graph_json('Sure! ```json\\n{"nodes": [{"id": "q1", "text": "Hi?"}]}\\n```').ids
     ['q1']
@@ -232,7 +294,10 @@ def parse_graph_json(text: str, query: str = "") -> QueryGraph:
             last_error = exc
             continue
         if isinstance(data, dict) and "nodes" not in data:
-            continue
+            keyed = _nodes_from_keyed(data)
+            if keyed is None:
+                continue
+            data = {"nodes": keyed}
         graph = QueryGraph.from_dict(data)
         if query and not graph.query:
             graph.query = query
@@ -255,6 +320,10 @@ class LLMDecomposer:
         Tries in all (the first plus retries); each retry includes the previous error.
     template : str
         The prompt; ``{query}`` is replaced by the query.
+    constrained : bool
+        Constrain decoding to :data:`GRAPH_SCHEMA` (default), so the reply is always well-formed
+        JSON of the graph's shape, even from a small model. Needs a runner that takes generation
+        settings (``PoolRunner``, ``ProcessPoolRunner``); a plain callable runs unconstrained.
 
     Raises
     ------
@@ -270,7 +339,8 @@ class LLMDecomposer:
 
     name = "llm"
 
-    def __init__(self, runner: Runner, expert: str, *, max_attempts: int = 3, template: str = DECOMPOSE_TEMPLATE) -> None:
+    def __init__(self, runner: Runner, expert: str, *, max_attempts: int = 3, template: str = DECOMPOSE_TEMPLATE,
+                 constrained: bool = True) -> None:
         if int(max_attempts) < 1:
             raise GraphError(f"max_attempts must be at least 1, got {max_attempts!r}")
         if "{query}" not in template:
@@ -279,6 +349,7 @@ class LLMDecomposer:
         self.expert = expert
         self.max_attempts = int(max_attempts)
         self.template = template
+        self.constrained = bool(constrained)
         self.attempts: list[dict] = []
 
     def prompt(self, query: str, error: str | None = None) -> str:
@@ -298,7 +369,8 @@ class LLMDecomposer:
             prompt = self.prompt(query, error)
             t0 = time.perf_counter()
             try:
-                reply = call_runner(self.runner, self.expert, prompt).text
+                reply = call_runner(self.runner, self.expert, prompt,
+                                    **(CONSTRAINED_GEN if self.constrained else {})).text
             except Exception as exc:  # the expert itself failed: counts as an attempt
                 reply, error = "", f"expert {self.expert!r} failed: {exc}"
                 self.attempts.append({"attempt": attempt, "reply": reply, "error": error, "seconds": time.perf_counter() - t0})

@@ -75,16 +75,17 @@ class PoolRunner:
         self.gen = gen
         self._switch = _switch_lock(pool)
 
-    def __call__(self, expert: str, prompt: str) -> Any:
+    def __call__(self, expert: str, prompt: str, **gen: Any) -> Any:
         if expert not in self.pool:
             raise ExpertError(f"unknown expert {expert!r}; the pool holds: {', '.join(self.pool.names)}")
+        gen = {**self.gen, **gen}
         if not hasattr(self.pool, "use"):
-            return self.pool.generate(expert, prompt, **self.gen)
+            return self.pool.generate(expert, prompt, **gen)
         with self._switch:
             held = self.pool.use(expert)
             loaded = held.__enter__()
         try:
-            out = self.pool.generate(expert, prompt, **self.gen)
+            out = self.pool.generate(expert, prompt, **gen)
             if loaded is not None and hasattr(out, "tier_found"):  # where it was found before *this* switch
                 out.tier_found = loaded.tier_found
                 out.switch_s = float(loaded.switch_s or 0.0) + float(getattr(out, "switch_s", 0.0) or 0.0)
@@ -128,9 +129,24 @@ def as_runner(obj: Any, **gen: Any) -> Runner:
     raise ExpertError(f"expected an ExpertPool or a callable run(expert, prompt) -> text, got {type(obj).__name__}")
 
 
-def call_runner(runner: Runner, expert: str, prompt: str) -> RunOutput:
-    """Call ``runner`` and normalise its result to :class:`RunOutput`."""
-    out = runner(expert, prompt)
+def _takes_keywords(runner: Runner) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(runner).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def call_runner(runner: Runner, expert: str, prompt: str, **gen: Any) -> RunOutput:
+    """Call ``runner`` and normalise its result to :class:`RunOutput`.
+
+    ``gen`` (generation settings such as ``json_schema`` or ``max_new_tokens``) reaches runners
+    that accept keyword arguments (:class:`PoolRunner`, :class:`ProcessPoolRunner`); a plain
+    ``run(expert, prompt)`` callable is called without them.
+    """
+    out = runner(expert, prompt, **gen) if gen and _takes_keywords(runner) else runner(expert, prompt)
     if isinstance(out, str):
         return RunOutput(out)
     if isinstance(out, RunOutput):
@@ -250,10 +266,10 @@ class ProcessPoolRunner:
     def experts(self) -> list[str]:
         return list(self.specs)
 
-    def __call__(self, expert: str, prompt: str) -> RunOutput:
+    def __call__(self, expert: str, prompt: str, **gen: Any) -> RunOutput:
         if expert not in self.specs:
             raise ExpertError(f"unknown expert {expert!r}; the workers hold: {', '.join(self.specs)}")
-        out = self._executor.submit(_worker_generate, expert, prompt, self.gen).result()
+        out = self._executor.submit(_worker_generate, expert, prompt, {**self.gen, **gen}).result()
         return RunOutput(out["text"], out["new_tokens"], out["tier_found"], out["switch_s"], out["seconds"])
 
     def warm(self) -> set[int]:
