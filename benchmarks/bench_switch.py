@@ -1,7 +1,9 @@
 """bench_switch: how fast the ExpertPool switches experts in, side by side with the obvious alternatives.
 
 Run: ``.venv/bin/python benchmarks/bench_switch.py`` (2-4 minutes on 2 shared CPU cores); add ``--demo``
-to use the trained demo experts of :mod:`workbench.demo` (their cached build, or it trains them first).
+to use the tiny trained demo experts of :mod:`workbench.demo.tiny` (their cached build, or it trains
+them first), or ``--real`` for the real demo experts (SmolLM2-135M-Instruct + four LoRA specialists
+sharing it; section 6 only).
 
 Sections (one run, same checkpoints, same page-cache state):
 
@@ -15,6 +17,10 @@ Sections (one run, same checkpoints, same page-cache state):
 4. A 1,000-request uniform random trace: the pool's tracked CPU bytes never exceed its budget by more
    than its largest module, and process RSS growth over a baseline stays within 10% of tracked bytes.
 5. With CUDA: the same with GPU / CPU / disk tiers; host->device switch bandwidth vs a plain copy.
+6. ``--real``: LoRA experts on one shared base. Adapter switch (merge into the resident base) and
+   hit; the base's disk switch vs ``load_file``; a request trace vs ``from_pretrained`` +
+   ``PeftModel.from_pretrained`` per request (the obvious way to serve fine-tunes) and vs peft's own
+   ``set_adapter`` switching (all adapters loaded, unmerged: no switch cost, slower tokens).
 
 By default the experts are tiny random-init Llama checkpoints written by ``tests/helpers_models.py``
 (no downloads, no training). The last line of stdout is a JSON summary.
@@ -91,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gpu", action="store_true")
     parser.add_argument("--demo", action="store_true", help="use workbench.demo's trained experts (cached build)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
+    parser.add_argument("--real", action="store_true",
+                        help="the real demo experts: SmolLM2-135M-Instruct + LoRA specialists (section 6 only)")
     args = parser.parse_args(argv)
+    if args.real:
+        return real_section(args)
 
     import torch
     from safetensors.torch import load_file
@@ -294,6 +304,125 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## GPU tiers: skipped (no CUDA on this machine)")
     print(json.dumps(summary))
     tmp.cleanup()
+    return 0
+
+
+def real_section(args) -> int:
+    """Section 6: LoRA specialists on one shared base (the real offline demo experts)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.demo.real import load_real_demo_experts
+    from workbench.experts import ExpertPool, release_memory
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    experts = load_real_demo_experts(progress=False)
+    specs = experts.specs()
+    names = [s.name for s in specs]
+    adapters = [s.name for s in specs if s.adapter]
+    base = Path(specs[0].model)
+    base_file = base / "model.safetensors"
+    print(f"# bench_switch --real: base {experts.config.base['name']} ({mib(base_file.stat().st_size).strip()}), "
+          f"{len(adapters)} LoRA specialists; ready in {time.perf_counter() - t0:.1f}s; torch threads "
+          f"{torch.get_num_threads()}")
+    on_gpu = torch.cuda.is_available() and not args.no_gpu  # with CUDA the base and its merges live on the GPU
+    pool = ExpertPool(specs, cpu_memory="2GiB", gpu_memory="auto" if on_gpu else None, prefetch=False)
+    switch, hit, base_disk, ref_pread = [], [], [], []
+    with pool.use(names[0]):
+        pass
+    for _ in range(args.repeats):
+        for name in adapters + [names[0]]:
+            with pool.use(name) as loaded:
+                switch.append(loaded.adapter_s)
+            with pool.use(name) as loaded:
+                hit.append(loaded.switch_s)
+        pool.evict(names[0])
+        release_memory()
+        with pool.use(names[0]) as loaded:
+            base_disk.append(loaded.switch_s)
+        release_memory()
+        s = time.perf_counter()
+        state = load_file(base_file, backend="pread")
+        ref_pread.append(time.perf_counter() - s)
+        del state
+        release_memory()
+    # peft's own switching: every adapter loaded into one PeftModel, set_adapter per request
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base).eval(),
+                                           specs[1].adapter, adapter_name=adapters[0])
+    for spec in specs[2:]:
+        peft_model.load_adapter(spec.adapter, adapter_name=spec.name)
+    set_ms = []
+    for _ in range(args.repeats):
+        for name in adapters:
+            s = time.perf_counter()
+            peft_model.set_adapter(name)
+            set_ms.append(time.perf_counter() - s)
+    tok = AutoTokenizer.from_pretrained(base)
+    enc = tok.apply_chat_template([{"role": "user", "content": "Explain what a contract is."}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    kw = {"max_new_tokens": args.new_tokens * 4, "do_sample": False, "min_new_tokens": args.new_tokens * 4,
+          "pad_token_id": tok.pad_token_id}
+    with pool.use(adapters[0]) as loaded, torch.inference_mode():
+        s = time.perf_counter()
+        loaded.model.generate(**{k: v.to(loaded.device) for k, v in enc.items()}, **kw)
+        merged_tps = kw["max_new_tokens"] / (time.perf_counter() - s)
+    peft_model.set_adapter(adapters[0])
+    with torch.inference_mode():
+        s = time.perf_counter()
+        peft_model.generate(**enc, **kw)
+        peft_tps = kw["max_new_tokens"] / (time.perf_counter() - s)
+    del peft_model
+    # a request trace: the pool vs from_pretrained + PeftModel.from_pretrained per request
+    trace = locality_trace(names, min(args.trace, 24), seed=7)
+    prompts = ["What is 12 * 7?", "Write a haiku about rain.", "Is a verbal contract binding?", "¿Qué hora es?"]
+    t_pool = t_naive = 0.0
+    same = 0
+    for i, name in enumerate(trace):
+        spec = specs[names.index(name)]
+        s = time.perf_counter()
+        with pool.use(name):
+            pass
+        t_pool += time.perf_counter() - s
+        ours = pool.generate(name, prompts[i % 4], max_new_tokens=args.new_tokens)
+        s = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(base).eval()
+        if spec.adapter:
+            model = PeftModel.from_pretrained(model, spec.adapter).eval()
+        t_naive += time.perf_counter() - s
+        e = tok.apply_chat_template([{"role": "user", "content": prompts[i % 4]}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            out = model.generate(**e, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 **{k: v for k, v in spec.generation.items() if k not in ("max_new_tokens", "do_sample")})
+        same += out[0, e["input_ids"].shape[1]:].tolist() == ours.token_ids
+        del model
+    pool.close()
+    adapter_ms, hit_ms = median_ms(switch), median_ms(hit)
+    disk_ms, pread_ms = median_ms(base_disk), median_ms(ref_pread)
+    print(f"\n## LoRA specialists on one shared base ({args.repeats} rounds over {len(adapters)} adapters + the base)")
+    print(f"{'method':56s} {'median ms':>10s}")
+    print(f"{'pool.use(): adapter switch (restore + merge into base)':56s} {adapter_ms:10.2f}")
+    print(f"{'pool.use(): same adapter again (hit)':56s} {hit_ms:10.3f}")
+    print(f"{'peft set_adapter (all adapters loaded, unmerged)':56s} {median_ms(set_ms):10.3f}")
+    print(f"{'pool.use(): base from disk (evicted, read, assigned)':56s} {disk_ms:10.1f}")
+    print(f"{'load_file(backend=pread) of the base checkpoint':56s} {pread_ms:10.1f}   ratio {disk_ms / pread_ms:.2f}")
+    print(f"generation speed, {kw['max_new_tokens']} tokens: merged adapter {merged_tps:.1f} tok/s, peft unmerged "
+          f"{peft_tps:.1f} tok/s (ratio {merged_tps / peft_tps:.2f})")
+    print(f"{len(trace)}-request trace, getting the expert ready: pool {t_pool:.2f}s vs from_pretrained + "
+          f"PeftModel.from_pretrained per request {t_naive:.2f}s ({t_naive / t_pool:.0f}x); identical outputs "
+          f"{same}/{len(trace)}")
+    print(json.dumps({
+        "name": "bench_switch", "source": "real", "experts": len(names), "adapters": len(adapters),
+        "device": "cuda" if on_gpu else "cpu",
+        "adapter_switch_ms": round(adapter_ms, 3), "adapter_hit_ms": round(hit_ms, 4),
+        "peft_set_adapter_ms": round(median_ms(set_ms), 4), "base_disk_switch_ms": round(disk_ms, 2),
+        "load_file_ms": round(pread_ms, 2), "disk_vs_load_file_ratio": round(disk_ms / pread_ms, 3),
+        "merged_vs_peft_tokens_per_s": round(merged_tps / peft_tps, 3),
+        "trace_speedup_vs_from_pretrained": round(t_naive / t_pool, 1), "trace_identical_outputs": same,
+        "trace_requests": len(trace)}))
     return 0
 
 

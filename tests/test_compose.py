@@ -630,3 +630,59 @@ def _pool_runner(bundle):
     from workbench.compose import PoolRunner
 
     return PoolRunner(bundle.pool, max_new_tokens=24)
+
+
+# ----------------------------------------------------------------------------------------------
+# the LLM decomposer's constrained decoding: the schema admits valid graphs only
+
+
+def _schema_accepts(schema, text):
+    """Whether lm-format-enforcer's parser for ``schema`` accepts ``text`` whole, char by char."""
+    from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser
+
+    parser = JsonSchemaParser(schema, config=CharacterLevelParserConfig(force_json_field_order=True))
+    for ch in text:
+        if ch not in parser.get_allowed_characters():
+            return False
+        parser = parser.add_character(ch)
+    return parser.can_end()
+
+
+@pytest.mark.parametrize("reply, ok", [
+    ('{"q1": {"text": "What is 12 * 7?"}}', True),
+    ('{"q1": {"text": "What is 12 * 7?"}, "q2": {"text": "Translate it.", "depends_on": ["q1"]}}', True),
+    ('{"q1": {"text": "abc"}, "q2": {"text": "def", "depends_on": []}, "q3": {"text": "ghi", "depends_on": ["q1", "q2"]}}', True),
+    ('{"q1": {"text": "abc", "depends_on": ["q1"]}}', False),                                   # self-dependency
+    ('{"q1": {"text": "abc"}, "q2": {"text": "def", "depends_on": ["q2"]}}', False),             # self-dependency
+    ('{"q1": {"text": "abc"}, "q2": {"text": "def", "depends_on": ["q3"]}}', False),             # forward / dangling
+    ('{"q1": {"text": "abc"}, "q3": {"text": "def", "depends_on": ["q1"]}}', False),             # skipped id
+    ('{"q2": {"text": "abc"}}', False),
+    ('{"q1": {"text": "abc"}', False),                                                          # not closed
+])
+def test_graph_schema_admits_only_valid_graphs(reply, ok):
+    from workbench.compose.decompose import GRAPH_SCHEMA, parse_graph_json
+
+    assert _schema_accepts(GRAPH_SCHEMA, reply) is ok
+    if ok:
+        graph = parse_graph_json(reply)
+        graph.validate()
+
+
+def test_span_schema_texts_come_from_the_query():
+    from workbench.compose.decompose import LLMDecomposer
+
+    dec = LLMDecomposer(lambda expert, prompt: "", "any")
+    schema = dec.generation("What is 12 * 7? Then translate the result into Spanish.")["json_schema"]
+    good = '{"q1": {"text": "What is 12 * 7?"}, "q2": {"text": "Translate the result into Spanish.", "depends_on": ["q1"]}}'
+    assert _schema_accepts(schema, good)
+    assert not _schema_accepts(schema, '{"q1": {"text": "12 * 7 = 84"}}')                   # an answer, not a part
+    assert LLMDecomposer(lambda e, p: "", "any", constrained=False).generation("x y") == {}
+
+
+def test_keyed_reply_dedupes_repeated_parts_and_inserts_answers():
+    from workbench.compose.decompose import parse_graph_json
+
+    g = parse_graph_json('{"q1": {"text": "A {{q9}}?"}, "q2": {"text": "A {{q9}}?", "depends_on": ["q1"]}, '
+                         '"q3": {"text": "B", "depends_on": ["q2"]}}')
+    assert g.ids == ["q1", "q3"] and g.dependencies()["q3"] == ["q1"]
+    assert "{{q9}}" not in g["q1"].text and g["q3"].text.endswith("{{q1}}")

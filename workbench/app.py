@@ -192,7 +192,10 @@ def _chat_tab(bundle: Any):
     try:
         from workbench.ui.chat import ChatModel, ChatPanel
 
-        return ChatPanel(ChatModel.from_bundle(bundle, max_new_tokens=48))
+        # the experts' own default answer length (160 tokens for the real demo), raisable in the tab
+        specs = list(getattr(bundle, "specs", None) or [])
+        default = int((specs[0].generation or {}).get("max_new_tokens", 64)) if specs else 64
+        return ChatPanel(ChatModel.from_bundle(bundle, max_new_tokens=default))
     except Exception as exc:
         return _missing("Chat", "building the live CoE chat failed.", exc)
 

@@ -1349,9 +1349,12 @@ class ExpertPool:
             with self._lock:
                 cache[id(tokenizer)] = data
         try:
-            # keys in the schema's order ("required"), so a schema can fix what comes first
-            config = CharacterLevelParserConfig(force_json_field_order=True)
-            enforcer = TokenEnforcer(data[1], JsonSchemaParser(schema, config=config))
+            # keys in the schema's order ("required"), so a schema can fix what comes first; at most two
+            # whitespace characters in a row (small models otherwise pad until max_new_tokens)
+            parser = JsonSchemaParser(schema)
+            enforcer = TokenEnforcer(data[1], parser)  # sets the parser's config to the tokenizer's alphabet
+            parser.config = CharacterLevelParserConfig(alphabet=data[1].tokenizer_alphabet,
+                                                       force_json_field_order=True, max_consecutive_whitespaces=2)
         except Exception as exc:  # noqa: BLE001 - pydantic raises several types
             raise ExpertError(f"json_schema is not a usable JSON schema: {exc}") from None
 

@@ -54,6 +54,9 @@ def run(args) -> int:
         print(bundle.experts.summary().to_string(index=False))
         print("\nheld-out score per category (per-token probability of the reference answer):")
         print(bundle.category_scores().round(4).to_string())
+        print("\neach specialist vs the generalist on its own categories (held-out prompts; paired "
+              "standard error; z = difference / standard error):")
+        print(bundle.specialist_margins().round(4).to_string(index=False))
     print()
     print(bundle.summary())
     return 0

@@ -199,37 +199,42 @@ class RuleDecomposer:
 # LLM-based
 
 DECOMPOSE_TEMPLATE = """\
-Split a question into the fewest self-contained sub-questions that answer it. Reply with JSON only:
-one entry per sub-question, q1, q2, ... in order, each with its text and depends_on, the earlier
-entries whose answers it needs. A question that needs no split is one entry.
+Do not answer the question. Split it into the fewest self-contained sub-questions, copying its
+words. Reply with JSON only: one entry per sub-question, q1, q2, ... in order, each with its text
+and, after the first, depends_on: the earlier entries whose answers it needs.
 
 Question: What is the capital of Italy, and how many people live there?
-JSON: {"q1": {"text": "What is the capital of Italy?", "depends_on": []}, "q2": {"text": "How many people live in that city?", "depends_on": ["q1"]}}
+JSON: {"q1": {"text": "What is the capital of Italy?"}, "q2": {"text": "How many people live in that city?", "depends_on": ["q1"]}}
 
 Question: Write a haiku about autumn and explain what photosynthesis is.
-JSON: {"q1": {"text": "Write a haiku about autumn.", "depends_on": []}, "q2": {"text": "Explain what photosynthesis is.", "depends_on": []}}
+JSON: {"q1": {"text": "Write a haiku about autumn."}, "q2": {"text": "Explain what photosynthesis is.", "depends_on": []}}
 
 Question: {query}
 JSON:"""
 
 #: Most sub-questions the LLM decomposer may write (the schema allows 1 to this many).
-MAX_LLM_NODES = 5
+MAX_LLM_NODES = 4
 
 
-def graph_schema(max_nodes: int = MAX_LLM_NODES) -> dict:
+def graph_schema(max_nodes: int = MAX_LLM_NODES, texts: list[str] | None = None) -> dict:
     """The JSON schema of a decomposition, valid by construction.
 
     One of ``max_nodes`` object shapes ``{"q1": {...}, ..., "qn": {...}}`` (keys in order), where
-    ``qi``'s ``depends_on`` may only name ``q1`` .. ``q(i-1)`` and its text holds no braces, quotes
-    or newlines (answers are inserted after the text). Decoding constrained to it cannot produce a
-    cycle, a dangling reference, a duplicate id or malformed JSON.
+    ``qi``'s ``depends_on`` may only name ``q1`` .. ``q(i-1)``. Decoding constrained to it cannot
+    produce a cycle, a dangling reference, a duplicate id or malformed JSON (placeholders the model
+    writes into a text are neutralised when the reply is read; each dependency's answer is inserted
+    after the text instead).
+
+    With ``texts``, each entry's text must be one of them (span selection: the model groups and
+    orders given parts of the query and says which need which; it cannot rewrite them).
     """
     def node(i: int) -> dict:
+        text = {"type": "string", "enum": list(texts)} if texts else {"type": "string", "minLength": 3, "maxLength": 200}
+        if i == 1:  # the first entry depends on nothing: it has no depends_on at all
+            return {"type": "object", "properties": {"text": text}, "required": ["text"]}
         earlier = [f"q{k}" for k in range(1, i)]
-        deps = ({"type": "array", "items": {"type": "string", "enum": earlier}, "maxItems": len(earlier)}
-                if earlier else {"type": "array", "items": {"type": "string", "enum": ["none"]}, "maxItems": 0})
-        return {"type": "object",
-                "properties": {"text": {"type": "string", "pattern": r'[^{}"\\\n]{3,200}'}, "depends_on": deps},
+        deps = {"type": "array", "items": {"type": "string", "enum": earlier}, "maxItems": len(earlier)}
+        return {"type": "object", "properties": {"text": text, "depends_on": deps},
                 "required": ["text", "depends_on"]}
 
     shapes = []
@@ -243,7 +248,7 @@ def graph_schema(max_nodes: int = MAX_LLM_NODES) -> dict:
 #: The schema the LLM decomposer's decoding is constrained to (see :func:`graph_schema`).
 GRAPH_SCHEMA = graph_schema()
 
-#: Generation settings of a constrained decomposition: enough tokens for five entries, greedy, and
+#: Generation settings of a constrained decomposition: enough tokens for four entries, greedy, and
 #: no repetition penalty (JSON repeats its punctuation by design).
 CONSTRAINED_GEN = {"json_schema": GRAPH_SCHEMA, "max_new_tokens": 320, "do_sample": False,
                    "repetition_penalty": 1.0}
@@ -263,9 +268,17 @@ def _nodes_from_keyed(data: dict, context_label: str = "Earlier answer") -> list
     if not data or not all(isinstance(k, str) and _KEYED_ID.match(k) and isinstance(v, dict) for k, v in data.items()):
         return None
     nodes = []
+    seen: dict[str, str] = {}   # text -> id of the first entry with it
+    alias: dict[str, str] = {}  # id of a repeated entry -> the first one's id
     for key, value in data.items():
         deps = value.get("depends_on") or []
-        text = str(value.get("text", ""))
+        # placeholders come from depends_on only: braces the model wrote are not references
+        text = PLACEHOLDER.sub(lambda m: m.group(0).replace("{", "(").replace("}", ")"), str(value.get("text", "")))
+        if text.strip() in seen:  # the same sub-question twice (small models repeat): keep the first
+            alias[key] = seen[text.strip()]
+            continue
+        seen[text.strip()] = key
+        deps = list(dict.fromkeys(alias.get(d, d) for d in deps)) if isinstance(deps, list) else deps
         for dep in deps if isinstance(deps, list) else []:
             if f"{{{{{dep}}}}}" not in text:
                 text += f"\n{context_label}: {{{{{dep}}}}}"
@@ -321,9 +334,14 @@ class LLMDecomposer:
     template : str
         The prompt; ``{query}`` is replaced by the query.
     constrained : bool
-        Constrain decoding to :data:`GRAPH_SCHEMA` (default), so the reply is always well-formed
-        JSON of the graph's shape, even from a small model. Needs a runner that takes generation
+        Constrain decoding to :func:`graph_schema` (default), so the reply is always a valid
+        graph in well-formed JSON, even from a small model. Needs a runner that takes generation
         settings (``PoolRunner``, ``ProcessPoolRunner``); a plain callable runs unconstrained.
+    spans : bool
+        With ``constrained``: each sub-question's text must be one of the query's parts as the
+        rule-based splitter cuts them (or the whole query), so the model chooses how many nodes,
+        which parts and which dependencies, but cannot answer instead of splitting (which small
+        models do). ``False`` lets it write free text (better with large models).
 
     Raises
     ------
@@ -340,7 +358,7 @@ class LLMDecomposer:
     name = "llm"
 
     def __init__(self, runner: Runner, expert: str, *, max_attempts: int = 3, template: str = DECOMPOSE_TEMPLATE,
-                 constrained: bool = True) -> None:
+                 constrained: bool = True, spans: bool = True) -> None:
         if int(max_attempts) < 1:
             raise GraphError(f"max_attempts must be at least 1, got {max_attempts!r}")
         if "{query}" not in template:
@@ -350,7 +368,19 @@ class LLMDecomposer:
         self.max_attempts = int(max_attempts)
         self.template = template
         self.constrained = bool(constrained)
+        self.spans = bool(spans)
         self.attempts: list[dict] = []
+
+    def generation(self, query: str) -> dict:
+        """The generation settings of one attempt: the schema to decode to (or none)."""
+        if not self.constrained:
+            return {}
+        if not self.spans:
+            return dict(CONSTRAINED_GEN)
+        parts = [p.replace('"', "'").replace("\\", "/") for p in RuleDecomposer().split(query)]
+        whole = re.sub(r"\s+", " ", query).strip().replace('"', "'").replace("\\", "/")
+        texts = list(dict.fromkeys([*parts, whole])) if len(parts) > 1 else [whole]
+        return {**CONSTRAINED_GEN, "json_schema": graph_schema(min(MAX_LLM_NODES, len(texts)), texts)}
 
     def prompt(self, query: str, error: str | None = None) -> str:
         base = self.template.replace("{query}", query)
@@ -369,8 +399,7 @@ class LLMDecomposer:
             prompt = self.prompt(query, error)
             t0 = time.perf_counter()
             try:
-                reply = call_runner(self.runner, self.expert, prompt,
-                                    **(CONSTRAINED_GEN if self.constrained else {})).text
+                reply = call_runner(self.runner, self.expert, prompt, **self.generation(query)).text
             except Exception as exc:  # the expert itself failed: counts as an attempt
                 reply, error = "", f"expert {self.expert!r} failed: {exc}"
                 self.attempts.append({"attempt": attempt, "reply": reply, "error": error, "seconds": time.perf_counter() - t0})

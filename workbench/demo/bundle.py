@@ -105,6 +105,32 @@ class DemoBundle:
         """Category (rows) x expert (columns) mean held-out score, the optimiser's input."""
         return self.scores.category_means()
 
+    def specialist_margins(self, score: str = DEMO_SCORE):
+        """Each specialist against the generalist on its own categories, on the held-out prompts.
+
+        One row per (specialist, category): both experts' mean score, the mean of the per-prompt
+        differences, its standard error (paired, over the category's held-out prompts) and
+        ``z = diff / se``. A margin is larger than the split noise when ``z`` is well above 2.
+        """
+        import numpy as np
+        import pandas as pd
+
+        generalist = self.experts.generalist
+        wide = self.live_scores.pivot_table(index=["prompt_id", "category"], columns="expert",
+                                            values=score).reset_index()
+        rows = []
+        for name, info in self.experts.info.items():
+            for cat in info.get("categories") or []:
+                part = wide[wide["category"] == cat]
+                diff = part[name] - part[generalist]
+                se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+                rows.append({"specialist": name, "category": cat, "prompts": len(diff),
+                             "generalist": float(part[generalist].mean()), "specialist_score": float(part[name].mean()),
+                             "difference": float(diff.mean()), "std_error": se,
+                             "z": float(diff.mean() / se) if se and se > 0 else float("nan"),
+                             "map_sends_to": self.mapping.expert_for(cat)})
+        return pd.DataFrame(rows)
+
     def summary(self) -> str:
         """A few lines: prompts, experts with sizes, router accuracy, the map and its metrics."""
         from workbench.registry import format_params

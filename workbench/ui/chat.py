@@ -263,7 +263,7 @@ class ChatPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.model = model
         self.tokens = pn.widgets.IntSlider.from_param(
-            model.param.max_new_tokens, name="max new tokens", start=8, end=256, step=8,
+            model.param.max_new_tokens, name="max new tokens", start=8, end=512, step=8,
             value=model.max_new_tokens or 64)
         self.interface = pn.chat.ChatInterface(
             callback=self._respond,

@@ -30,6 +30,7 @@ from typing import Any
 import param
 
 from workbench.errors import MappingError
+from workbench.registry import format_params  # noqa: F401  (re-exported: the unit that fits)
 
 __all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget", "format_params"]
 
@@ -219,7 +220,9 @@ class MappingEditorModel(param.Parameterized):
                 "resident_params_b": m.resident_params_b, "n_experts": m.n_experts}
 
     def table(self) -> Any:
-        """The editable table: ``category, expert, locked, weight, score, active_params_b``.
+        """The editable table: ``category, expert, locked, weight, score, active params``.
+
+        ``active params`` is display text in the unit that fits (``134.5M``, ``7.6B``).
 
         Categories are HTML-escaped (``category`` is display text); ``expert`` holds raw names
         (the list editor's values).
@@ -237,10 +240,10 @@ class MappingEditorModel(param.Parameterized):
                 "locked": c in self.locked,
                 "weight": float(per.at[c, "weight"]) if has else 0.0,
                 "score": float(per.at[c, "score"]) if has else float("nan"),
-                "active_params_b": float(self._registry.active(e)),
+                "active params": format_params(self._registry.active(e)),
             })
         return pd.DataFrame(rows, columns=["category", "expert", "locked", "weight", "score",
-                                           "active_params_b"])
+                                           "active params"])
 
     def figure(self) -> Any:
         """The frontier figure with the single experts and the current map as a star."""
@@ -434,20 +437,6 @@ class MappingEditorModel(param.Parameterized):
 import panel as pn  # noqa: E402  (the views below need Panel; the model above does not)
 
 
-def format_params(billions: float) -> str:
-    """``12.5B``, ``3.85M`` or ``950K``: parameter counts at a readable scale.
-
-    >>> format_params(70.0), format_params(0.00385184)
-    ('70B', '3.85M')
-    """
-    b = float(billions)
-    if abs(b) >= 1:
-        return f"{b:.3g}B"
-    if abs(b) >= 1e-3:
-        return f"{b * 1e3:.3g}M"
-    return f"{b * 1e6:.3g}K"
-
-
 def _budget_step(model: MappingEditorModel) -> float:
     """A budget step of about a tenth of the largest expert's order of magnitude."""
     import math
@@ -479,7 +468,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self.model = model
         self._table = pn.widgets.Tabulator(
             model.table(), show_index=False, sizing_mode="stretch_width", height=360,
-            editors={"category": None, "weight": None, "score": None, "active_params_b": None,
+            editors={"category": None, "weight": None, "score": None, "active params": None,
                      "expert": {"type": "list", "values": model.experts},
                      "locked": {"type": "tickCross"}},
             formatters={"category": {"type": "html"}, "locked": {"type": "tickCross"},

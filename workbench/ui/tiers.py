@@ -112,12 +112,14 @@ class TierModel(param.Parameterized):
     max_events = param.Integer(default=12, bounds=(1, 1000))
     version = param.Integer(default=0)
 
-    def __init__(self, pool: Any, **params: Any) -> None:
+    def __init__(self, pool: Any, *, expert_notes: dict[str, str] | None = None, **params: Any) -> None:
         if not hasattr(pool, "residency"):
             raise WorkbenchError(f"TierModel needs an ExpertPool (with residency()), got "
                                  f"{type(pool).__name__}")
         super().__init__(**params)
         self.pool = pool
+        #: expert -> a short line shown on its card (size and held-out score; see from_bundle)
+        self.expert_notes = dict(expert_notes or {})
         self._stale = True
         self._watcher = _PoolWatcher.of(pool)
         self._watcher.subscribers.add(self)
@@ -125,8 +127,8 @@ class TierModel(param.Parameterized):
 
     @classmethod
     def from_bundle(cls, bundle: Any, **params: Any) -> "TierModel":
-        """The tier view of ``bundle.pool``."""
-        return cls(bundle.pool, **params)
+        """The tier view of ``bundle.pool``, each card noting the expert's size and held-out score."""
+        return cls(bundle.pool, expert_notes=expert_notes(bundle), **params)
 
     @property
     def stale(self) -> bool:
@@ -169,8 +171,12 @@ class TierModel(param.Parameterized):
                 if t == "disk" and tier == "disk" and not nbytes:
                     nbytes = self._checkpoint_bytes(row["expert"])
                 if t in parts or (t != "disk" and nbytes > 0):
+                    base = row.get("base")
                     out[t].append({"expert": row["expert"], "bytes": nbytes, "tier": tier,
-                                   "pinned": bool(row.get("pinned")), "in_use": bool(row.get("in_use"))})
+                                   "pinned": bool(row.get("pinned")), "in_use": bool(row.get("in_use")),
+                                   "base": base if isinstance(base, str) else None,
+                                   "merged": bool(row.get("adapter_merged")),
+                                   "hidden": bool(row.get("hidden"))})
         return out
 
     def _checkpoint_bytes(self, name: str) -> int:
@@ -198,6 +204,30 @@ class TierModel(param.Parameterized):
                 "cpu": int(getattr(self.pool, "cpu_budget", 0) or 0), "disk": None}
 
 
+def expert_notes(bundle: Any) -> dict[str, str]:
+    """Per expert: ``"134.5M params · held-out 0.083"`` from the bundle's registry and live scores."""
+    from workbench.registry import format_params
+
+    notes: dict[str, str] = {}
+    registry, scores = getattr(bundle, "registry", None), getattr(bundle, "scores", None)
+    means = None
+    try:
+        means = scores.category_means().mean(axis=0) if scores is not None else None
+    except Exception:  # noqa: BLE001 - notes are informative only
+        means = None
+    for name in getattr(bundle.pool, "names", []):
+        parts = []
+        try:
+            parts.append(f"{format_params(registry.total(name))} params")
+        except Exception:  # noqa: BLE001 - an expert missing from the registry gets no size note
+            pass
+        if means is not None and name in means.index:
+            parts.append(f"held-out score {means[name]:.3f}")
+        if parts:
+            notes[name] = " · ".join(parts)
+    return notes
+
+
 def tiers_html(model: TierModel) -> str:
     """Three columns (GPU / CPU / disk) with an escaped card per expert."""
     groups, totals, budgets = model.by_tier(), model.totals(), model.budgets()
@@ -217,6 +247,13 @@ def tiers_html(model: TierModel) -> str:
         cards = []
         for item in sorted(groups[t], key=lambda d: -d["bytes"]):
             tags = [item["tier"]] + (["pinned"] if item["pinned"] else []) + (["in use"] if item["in_use"] else [])
+            if item.get("base"):
+                tags.append(f"LoRA on {item['base']}" + (", merged" if item.get("merged") else ""))
+            if item.get("hidden"):
+                tags.append("shared base")
+            note = model.expert_notes.get(item["expert"])
+            if note:
+                tags.append(note)
             cls = "coe-expert in-use" if item["in_use"] else "coe-expert"
             cards.append(f'<div class="{cls}" data-expert="{html.escape(item["expert"])}" data-tier="{t}">'
                          f'<span class="name">{html.escape(item["expert"])}</span>'
