@@ -214,3 +214,26 @@ def test_json_schema_constrains_decoding(tmp_path):
     assert data["pick"] in ("left", "right") and isinstance(data["ok"], bool)
     with pytest.raises(ValueError):
         json.loads(free)      # unconstrained, the random model writes no JSON
+
+
+def test_live_scoring_an_adapter_spec_scores_the_merged_expert(models):
+    from workbench.experts import ExpertSpec
+    from workbench.livescore import load_scoring_model
+
+    scorer = load_scoring_model(ExpertSpec("a", models["base"], adapter=models["a"]), device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(scorer.model(IDS).logits, peft_logits(models, models["a"]), atol=1e-5)
+
+
+def test_tier_view_shows_adapter_experts_on_their_base(models):
+    pytest.importorskip("panel")
+    from workbench.ui.tiers import TierModel, tiers_html
+
+    with make_pool(models) as pool:
+        logits(pool, "a")
+        view = TierModel(pool, expert_notes={"a": "0.1M params · held-out score 0.123"})
+        html = tiers_html(view)
+        assert html.count("LoRA on gen, merged") == 1 and html.count("LoRA on gen") == 2   # a merged, b not
+        assert "held-out score 0.123" in html
+        cpu = {i["expert"] for i in view.by_tier()["cpu"]}
+        assert {"gen", "a"} <= cpu

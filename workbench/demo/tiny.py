@@ -1,6 +1,7 @@
-"""The offline demo: tiny trained experts and the demo bundle.
+"""The tiny demo experts: causal LMs trained from scratch in minutes, for fast tests.
 
-No model weights can be downloaded here, so the demo builds its own experts: small causal LMs with
+The default demo uses a real pretrained model (:mod:`workbench.demo.real`). This module builds the
+other kind (``kind="tiny"``, ``coe-workbench demo --tiny``): small causal LMs with
 the Llama architecture, trained from scratch on CPU for a minute or two on the demo prompt set's
 reference answers (``data/demo/*.jsonl``). One generalist sees every category; smaller specialists
 see a few related categories each (``data/demo_experts.yaml``). They are saved as ordinary Hugging
@@ -17,7 +18,7 @@ answer, ``exp(mean per-token log-likelihood)`` (see :mod:`workbench.livescore`).
 Examples
 --------
 >>> from workbench.demo import build_demo_bundle
->>> bundle = build_demo_bundle()                          # doctest: +SKIP
+>>> bundle = build_demo_bundle(kind="tiny")               # doctest: +SKIP
 >>> print(bundle.coe.generate("Solve 2x+3=11").text)      # doctest: +SKIP
 
 Real experts go through the same code: list them as :class:`~workbench.experts.ExpertSpec` entries
@@ -134,6 +135,31 @@ _TRAINING_DEFAULTS = {
 _ARCH_KEYS = {"hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"}
 
 
+def read_spec(path: str | os.PathLike | Mapping | None, default: Path, what: str) -> tuple[Any, str]:
+    """``(parsed YAML, source name)`` of a spec file, or of an already parsed mapping."""
+    import yaml
+
+    if isinstance(path, Mapping):
+        return dict(path), "<dict>"
+    file = Path(path) if path is not None else default
+    if not file.is_file():
+        raise DemoError(f"{what} file {file} does not exist; pass the path of a YAML file like "
+                        f"data/{default.name}")
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8")) or {}, str(file)
+    except yaml.YAMLError as exc:
+        raise DemoError(f"{file} is not valid YAML: {exc}") from None
+
+
+def parse_categories(cats: Any, where: str) -> list[str] | None:
+    """An expert's ``categories``: ``"all"`` (None: the generalist) or a non-empty list of names."""
+    if cats in ("all", None):
+        return None
+    if isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
+        return list(cats)
+    raise DemoError(f"{where}: categories must be 'all' or a list of category names, got {cats!r}")
+
+
 def load_demo_config(path: str | os.PathLike | Mapping | None = None) -> DemoConfig:
     """Read and validate the demo experts' spec file.
 
@@ -147,16 +173,7 @@ def load_demo_config(path: str | os.PathLike | Mapping | None = None) -> DemoCon
     DemoError
         Naming the file, the expert and the bad key.
     """
-    import yaml
-
-    if isinstance(path, Mapping):
-        raw, source = dict(path), "<dict>"
-    else:
-        file = Path(path) if path is not None else default_spec_file()
-        if not file.exists():
-            raise DemoError(f"demo expert spec file {file} does not exist; pass the path of a YAML "
-                            "file like data/demo_experts.yaml")
-        raw, source = yaml.safe_load(file.read_text(encoding="utf-8")) or {}, str(file)
+    raw, source = read_spec(path, default_spec_file(), "demo expert spec")
     if not isinstance(raw, Mapping) or not isinstance(raw.get("experts"), list) or not raw["experts"]:
         raise DemoError(f"{source}: expected a mapping with a non-empty 'experts' list")
     experts: list[DemoExpertConfig] = []
@@ -173,14 +190,7 @@ def load_demo_config(path: str | os.PathLike | Mapping | None = None) -> DemoCon
         if arch["hidden_size"] % arch["num_attention_heads"]:
             raise DemoError(f"{where}: hidden_size {arch['hidden_size']} is not divisible by "
                             f"num_attention_heads {arch['num_attention_heads']}")
-        cats = item.get("categories", "all")
-        if cats in ("all", None):
-            categories = None
-        elif isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
-            categories = list(cats)
-        else:
-            raise DemoError(f"{where}: categories must be 'all' or a list of category names, "
-                            f"got {cats!r}")
+        categories = parse_categories(item.get("categories", "all"), where)
         steps = item.get("steps")
         if not isinstance(steps, int) or steps < 1:
             raise DemoError(f"{where}: steps must be a positive integer, got {steps!r}")
@@ -341,6 +351,57 @@ class _deterministic:
         return False
 
 
+def fine_tune(model, params, examples: Sequence[tuple[list[int], list[int]]], *, steps: int, seed: int,
+              pad_id: int, batch_size: int, learning_rate: float, betas: tuple[float, float],
+              weight_decay: float, warmup_steps: int, name: str = "", progress=None):
+    """AdamW on ``params`` over seeded batches of ``(prompt_ids, answer_ids)``, loss on the answers.
+
+    Linear warm-up, then cosine decay to 10% of ``learning_rate``; gradients clipped to norm 1.
+    Returns ``(losses, seconds, cpu_seconds)``. Used by the tiny experts (all weights) and the
+    real demo's LoRA specialists (the adapter's weights).
+    """
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=learning_rate, betas=betas, weight_decay=weight_decay, eps=1e-8)
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        frac = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    losses: list[float] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order += torch.randperm(len(examples), generator=gen).tolist()
+        batch, order = order[:batch_size], order[batch_size:]
+        seqs = [examples[i] for i in batch]
+        width = max(len(p) + len(a) for p, a in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, (p, a) in enumerate(seqs):
+            n = len(p) + len(a)
+            ids[row, :n] = torch.tensor(p + a)
+            labels[row, len(p):n] = torch.tensor(a)
+            mask[row, :n] = 1
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(out.loss.detach()))
+        if progress is not None:
+            progress.set_postfix_str(f"{name} loss {losses[-1]:.2f}", refresh=False)
+            progress.update(1)
+    return losses, time.perf_counter() - t0, time.process_time() - c0
+
+
 def train_expert(name: str, arch: Mapping[str, int], examples: Sequence[tuple[list[int], list[int]]],
                  tokenizer, *, steps: int, seed: int = 0, batch_size: int = 16,
                  learning_rate: float = 3e-3, warmup_steps: int = 10, weight_decay: float = 0.0,
@@ -362,47 +423,11 @@ def train_expert(name: str, arch: Mapping[str, int], examples: Sequence[tuple[li
         torch.manual_seed(expert_seed)
         model = LlamaForCausalLM(llama_config(arch, tokenizer, max_length=max_length))
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95),
-                                weight_decay=weight_decay, eps=1e-8)
-
-        def lr_at(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            frac = (step - warmup_steps) / max(1, steps - warmup_steps)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-        gen = torch.Generator().manual_seed(expert_seed)
-        order: list[int] = []
-        first = last = float("nan")
-        t0, c0 = time.perf_counter(), time.process_time()
-        for step in range(steps):
-            if len(order) < batch_size:
-                order += torch.randperm(len(examples), generator=gen).tolist()
-            batch, order = order[:batch_size], order[batch_size:]
-            seqs = [examples[i] for i in batch]
-            width = max(len(p) + len(a) for p, a in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, (p, a) in enumerate(seqs):
-                n = len(p) + len(a)
-                ids[row, :n] = torch.tensor(p + a)
-                labels[row, len(p):n] = torch.tensor(a)
-                mask[row, :n] = 1
-            out = model(input_ids=ids, attention_mask=mask, labels=labels)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            last = float(out.loss.detach())
-            if step == 0:
-                first = last
-            if progress is not None:
-                progress.set_postfix_str(f"{name} loss {last:.2f}", refresh=False)
-                progress.update(1)
-        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        losses, seconds, cpu_seconds = fine_tune(
+            model, list(model.parameters()), examples, steps=steps, seed=expert_seed, pad_id=pad,
+            batch_size=batch_size, learning_rate=learning_rate, betas=(0.9, 0.95),
+            weight_decay=weight_decay, warmup_steps=warmup_steps, name=name, progress=progress)
+        first, last = losses[0], losses[-1]
     model.eval()
     return TrainResult(name, model, count_parameters(model), steps, seconds, seconds / steps,
                        cpu_seconds, first, last, len(examples), sum(len(p) + len(a) for p, a in examples))
