@@ -55,12 +55,19 @@ def frontier_figure(
     current : (avg_active_b, score), FrontierPoint or MapMetrics, optional
         The map being edited.
 
+    The x axis is in billions, or in millions when every point is below 1B (the demo's experts).
+
     Returns
     -------
     plotly.graph_objects.Figure
     """
     fig = go.Figure()
     pts = sorted((_xy(p) + (_hover_map(p),) for p in points), key=lambda t: t[0])
+    # the unit that fits: millions when every point is below 1B (the demo), else billions
+    xs_all = [t[0] for t in pts] + [_xy(b)[0] for b in (baselines or {}).values()] + \
+        ([_xy(current)[0]] if current is not None else [])
+    scale, unit, word = (1e3, "M", "millions") if xs_all and max(xs_all) < 1 else (1.0, "B", "billions")
+    pts = [(x * scale, y, h) for x, y, h in pts]
     if pts:
         xs, ys, hover = zip(*pts)
         has_maps = any(hover)
@@ -68,27 +75,28 @@ def frontier_figure(
             x=list(xs), y=list(ys), mode="lines+markers", name="optimal maps (frontier)",
             line={"shape": "hv", "width": 2}, marker={"size": 5},
             text=list(hover) if has_maps else None,
-            hovertemplate=("avg active %{x:.2f}B<br>score %{y:.4f}"
+            hovertemplate=(f"avg active %{{x:.4g}}{unit}<br>score %{{y:.4f}}"
                            + ("<br><br>%{text}" if has_maps else "") + "<extra></extra>"),
         ))
     if baselines:
         names = list(baselines)
-        bxy = [_xy(baselines[n]) for n in names]
+        bxy = [(_xy(baselines[n])[0] * scale, _xy(baselines[n])[1]) for n in names]
         fig.add_trace(go.Scatter(
             x=[p[0] for p in bxy], y=[p[1] for p in bxy], mode="markers+text", name="single experts",
             text=names, textposition="top center", textfont={"size": 9},
             marker={"symbol": "diamond", "size": 8, "color": "gray"},
-            hovertemplate="%{text}<br>active %{x:.2f}B<br>score %{y:.4f}<extra></extra>",
+            hovertemplate=f"%{{text}}<br>active %{{x:.4g}}{unit}<br>score %{{y:.4f}}<extra></extra>",
         ))
     if current is not None:
         cx, cy = _xy(current)
+        cx *= scale
         fig.add_trace(go.Scatter(
             x=[cx], y=[cy], mode="markers", name="current map",
             marker={"symbol": "star", "size": 16, "color": "crimson", "line": {"width": 1, "color": "black"}},
-            hovertemplate="current map<br>avg active %{x:.2f}B<br>score %{y:.4f}<extra></extra>",
+            hovertemplate=f"current map<br>avg active %{{x:.4g}}{unit}<br>score %{{y:.4f}}<extra></extra>",
         ))
     fig.update_layout(
-        title=title, xaxis_title="average active parameters (billions)", yaxis_title="expected score",
+        title=title, xaxis_title=f"average active parameters ({word})", yaxis_title="expected score",
         template="plotly_white", legend={"orientation": "h", "y": -0.2},
     )
     return fig

@@ -398,9 +398,9 @@ class MappingEditorModel(param.Parameterized):
         self.budget_b = float(budget_b)
         changes = [(c, e) for c, e in best.assignments.items()
                    if c in self._map and c not in self.locked]
-        applied = self._apply(changes, f"optimised at {float(budget_b):g}B")
+        applied = self._apply(changes, f"optimised at {format_params(float(budget_b))}")
         if not applied:
-            self.status = f"the map is already optimal at {float(budget_b):g}B"
+            self.status = f"the map is already optimal at {format_params(float(budget_b))}"
         return [str(e) for e in applied]
 
     # ------------------------------------------------------------------ files
@@ -479,9 +479,12 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._metrics = pn.pane.Markdown(_format_metrics(model), css_classes=[CSS["metrics"]])
         self._plot = pn.pane.Plotly(model.figure(), css_classes=[CSS["frontier"]],
                                     sizing_mode="stretch_width", height=380)
-        self._budget = pn.widgets.FloatInput(label="Budget (avg active params, billions)",
-                                             value=model.budget_b, start=0.0,
-                                             step=_budget_step(model),
+        # the budget in the unit that fits: millions for experts below 1B (the demo), else billions
+        top = max((model._registry.active(e) for e in model.experts), default=1.0)
+        self._unit = 1e3 if top < 1 else 1.0
+        self._budget = pn.widgets.FloatInput(
+            label=f"Budget (avg active params, {'millions' if self._unit > 1 else 'billions'})",
+            value=self._shown(model.budget_b), start=0.0, step=_budget_step(model) * self._unit,
                                              css_classes=[CSS["budget"]], width=200)
         self._optimise = pn.widgets.Button(label="Optimise at budget", color="primary",
                                            css_classes=[CSS["optimise"]])
@@ -494,7 +497,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
         self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
         self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
-        self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value)))
+        self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value / self._unit)))
         self._undo.on_click(lambda e: self._run(model.undo))
         self._redo.on_click(lambda e: self._run(model.redo))
         self._save.on_click(lambda e: self._run(lambda: model.save(self._need_path())))
@@ -523,6 +526,10 @@ class MappingEditorPanel(pn.viewable.Viewer):
         if not path:
             raise MappingError("type a file name (.yaml or .json) in the map file box first")
         return path
+
+    def _shown(self, budget_b: float | None) -> float | None:
+        """A budget in billions as the input shows it (its unit), rounded for reading."""
+        return None if budget_b is None else round(float(budget_b) * self._unit, 4)
 
     def _run(self, action: Any) -> None:
         try:
@@ -553,7 +560,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._undo.disabled = not m.can_undo
         self._redo.disabled = not m.can_redo
         if m.budget_b is not None:
-            self._budget.value = m.budget_b
+            self._budget.value = self._shown(m.budget_b)
 
     def __panel__(self) -> Any:
         return self._layout
