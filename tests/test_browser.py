@@ -393,8 +393,7 @@ def test_real_demo_answers_from_the_routed_specialists(playwright, real_demo):
             assert len(final.split()) >= 3, (prompt, final)     # real text, not a token or two
             if category == "code":
                 assert "def " in final and "return" in final, final
-        b.shot("real-03-chat")
-        b.page.screenshot(path=str(ARTIFACTS / "real-03-chat-full.png"), full_page=True)
+            b.shot(f"real-03-chat-{category}")
         b.tab("Tiers")
         b.page.wait_for_timeout(1200)
         cards = b.page.locator('.coe-tier[data-tier="cpu"] .coe-expert')

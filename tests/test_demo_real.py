@@ -155,6 +155,7 @@ def test_routed_answers_come_from_the_right_specialist(real_bundle):
     assert "def " in answer.text and "return" in answer.text, answer.text
     spanish = coe.generate("¿Cuál es la capital de Francia?", max_new_tokens=48)
     assert spanish.trace.expert == "smollm2-languages" and spanish.text.strip()
+    assert 0 < spanish.trace.adapter_s <= spanish.trace.switch_s     # stem -> languages: a merge
 
 
 @pytest.mark.slow

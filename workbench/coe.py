@@ -55,6 +55,9 @@ class Trace:
         Where that expert was when asked for: ``gpu``, ``cpu``, ``disk`` or ``cold``.
     switch_s, embed_s, route_s, generate_s : float
         Seconds to switch the expert in, embed the prompt, route it, and generate.
+    adapter_s : float
+        Of ``switch_s``: seconds spent merging a LoRA expert's adapter into its shared base (0 when
+        the adapter was already merged or the expert has none).
     new_tokens : int
     tokens_per_s : float
     error : str or None
@@ -87,6 +90,7 @@ class Trace:
     predicted: str | None = None
     routed_expert: str | None = None
     total_s: float = 0.0
+    adapter_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -264,6 +268,7 @@ class CoE:
     def _fill(trace: Trace, gen) -> None:
         trace.tier_found = str(getattr(gen, "tier_found", "") or "")
         trace.switch_s = float(getattr(gen, "switch_s", 0.0) or 0.0)
+        trace.adapter_s = float(getattr(gen, "adapter_s", 0.0) or 0.0)
         trace.generate_s = float(getattr(gen, "seconds", 0.0) or 0.0)
         trace.new_tokens = int(getattr(gen, "new_tokens", 0) or 0)
         trace.tokens_per_s = float(getattr(gen, "tokens_per_s", 0.0) or 0.0)

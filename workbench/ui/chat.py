@@ -81,7 +81,8 @@ def trace_rows(trace: Any) -> list[tuple[str, str]]:
         ("expert", str(get("expert", "–")) + ("  (fallback expert after an error)"
                                               if get("used_fallback_expert") else "")),
         ("tier found", str(get("tier_found", "–"))),
-        ("switch", _seconds(get("switch_s"))),
+        ("switch", _seconds(get("switch_s")) + (f" (adapter merge {_seconds(get('adapter_s'))})"
+                                                 if get("adapter_s") else "")),
         ("embed + route", _seconds((get("embed_s") or 0) + (get("route_s") or 0))),
         ("generation", _seconds(get("generate_s"))),
     ]
