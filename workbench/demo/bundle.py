@@ -207,8 +207,9 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
     budget_b : float, optional
         Budget of the map on average active parameters, in billions. Default: the best map for
         the real demo; for the tiny one, three quarters (:data:`DEFAULT_BUDGET_POSITION`) of the
-        way from the cheapest feasible map to the best unconstrained one, so the budget shapes it. A budget below the cheapest feasible
-        map raises :class:`~workbench.errors.InfeasibleBudgetError` naming the smallest one.
+        way from the cheapest feasible map to the best unconstrained one, so the budget shapes it.
+        A budget below the cheapest feasible map raises
+        :class:`~workbench.errors.InfeasibleBudgetError` naming the smallest one.
     spec_file : path or mapping, optional
         The demo experts' spec (``data/demo_real.yaml`` or ``data/demo_experts.yaml``).
     embedder : Embedder, optional
