@@ -1,0 +1,209 @@
+"""Generation on a switched-in expert: chat-template encoding, settings, JSON-constrained decoding,
+streaming (a pool mixin)."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from workbench.errors import ExpertError
+from workbench.experts.records import Generation, GenerationStream, LoadedExpert
+
+
+def _enforcer_tokenizer_data(tokenizer):
+    """lm-format-enforcer's table of a Hugging Face tokenizer: each token's text and whether it starts a word."""
+    import functools
+
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    vocab_size = len(tokenizer)
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    special = set(tokenizer.all_special_ids)
+    regular = []
+    for token in range(vocab_size):
+        if token in special:
+            continue
+        after_zero = tokenizer.decode([zero, token])[1:]  # a leading space survives after "0"
+        regular.append((token, after_zero, len(after_zero) > len(tokenizer.decode([token]))))
+
+    def decode(tokens: list[int]) -> str:
+        return tokenizer.decode(tokens).rstrip("\ufffd")
+
+    eos = tokenizer.eos_token_id
+    return TokenEnforcerTokenizerData(regular, functools.partial(decode), eos, False, vocab_size)
+
+
+class Generating:
+    """The pool's generation methods (mixed into :class:`~workbench.experts.ExpertPool`)."""
+
+    def _encode(self, loaded: LoadedExpert, prompt: str | list[dict]):
+        tokenizer = loaded.tokenizer
+        if tokenizer is None:
+            raise ExpertError(
+                f"expert {loaded.name!r}: no tokenizer found in {loaded.spec.model}; save one there with "
+                "tokenizer.save_pretrained(folder)"
+            )
+        use_template = loaded.spec.chat_template
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_template is None:
+            use_template = has_template
+        if use_template and not has_template:
+            raise ExpertError(f"expert {loaded.name!r}: chat_template=True but its tokenizer has no chat template")
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
+            messages = prompt
+        else:
+            raise ExpertError(f"prompt must be a string or a list of {{'role', 'content'}} dicts, got {type(prompt).__name__}")
+        if use_template:
+            enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        else:
+            text = prompt if isinstance(prompt, str) else "\n".join(str(m["content"]) for m in messages)
+            enc = tokenizer(text, return_tensors="pt")
+        return {k: v.to(loaded.device) for k, v in dict(enc).items() if k in ("input_ids", "attention_mask")}
+
+    def _json_constraint(self, loaded: LoadedExpert, schema: dict):
+        """A ``prefix_allowed_tokens_fn`` that lets the model write only JSON valid for ``schema``.
+
+        lm-format-enforcer's :class:`TokenEnforcer` does the work; its own transformers glue does
+        not import under transformers 5, so the few lines of glue live in
+        :func:`_enforcer_tokenizer_data`. The tokenizer's vocabulary table (a pass over the
+        vocabulary, a second or two) is computed once per tokenizer and kept.
+        """
+        try:
+            from lmformatenforcer import (
+                CharacterLevelParserConfig,
+                JsonSchemaParser,
+                TokenEnforcer,
+            )
+        except ImportError:
+            from workbench.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                "JSON-constrained generation needs the package 'lm-format-enforcer' (a dependency of "
+                "coe-workbench); reinstall the workbench or run: pip install lm-format-enforcer") from None
+        if not isinstance(schema, dict):
+            raise ExpertError(f"json_schema must be a JSON schema dict, got {type(schema).__name__}")
+        tokenizer = loaded.tokenizer
+        with self._lock:
+            cache = self.__dict__.setdefault("_enforcer_data", {})
+            data = cache.get(id(tokenizer))
+        if data is None or data[0] is not tokenizer:
+            data = (tokenizer, _enforcer_tokenizer_data(tokenizer))
+            with self._lock:
+                cache[id(tokenizer)] = data
+        try:
+            # keys in the schema's order ("required"), so a schema can fix what comes first; at most two
+            # whitespace characters in a row (small models otherwise pad until max_new_tokens)
+            parser = JsonSchemaParser(schema)
+            enforcer = TokenEnforcer(data[1], parser)  # sets the parser's config to the tokenizer's alphabet
+            parser.config = CharacterLevelParserConfig(alphabet=data[1].tokenizer_alphabet,
+                                                       force_json_field_order=True, max_consecutive_whitespaces=2)
+        except Exception as exc:  # noqa: BLE001 - pydantic raises several types
+            raise ExpertError(f"json_schema is not a usable JSON schema: {exc}") from None
+
+        def allowed(batch_id: int, sent) -> list[int]:
+            return enforcer.get_allowed_tokens(sent.tolist()).allowed_tokens
+
+        return allowed
+
+    def _gen_kwargs(self, loaded: LoadedExpert, max_new_tokens: int | None, gen: dict) -> dict:
+        kwargs = {"max_new_tokens": 64, "do_sample": False}
+        kwargs.update(loaded.spec.generation)
+        kwargs.update(gen)
+        schema = kwargs.pop("json_schema", None)
+        if schema is not None:  # decoding constrained to the schema: the reply always parses
+            kwargs["prefix_allowed_tokens_fn"] = self._json_constraint(loaded, schema)
+        if max_new_tokens is not None:
+            kwargs["max_new_tokens"] = int(max_new_tokens)
+        if not kwargs.get("do_sample"):
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.pop(key, None)
+        tokenizer = loaded.tokenizer
+        if "pad_token_id" not in kwargs and tokenizer is not None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+        return kwargs
+
+    def _run_generate(self, loaded: LoadedExpert, prompt, max_new_tokens, streamer, gen) -> Generation:
+        import torch
+
+        inputs = self._encode(loaded, prompt)
+        kwargs = self._gen_kwargs(loaded, max_new_tokens, gen)
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = loaded.model.generate(**inputs, streamer=streamer, **kwargs)
+        except Exception as exc:
+            raise ExpertError(f"expert {loaded.name!r}: generate failed: {exc}") from exc
+        seconds = time.perf_counter() - t0
+        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+        text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(text, len(new), seconds, len(new) / seconds if seconds > 0 else 0.0,
+                          loaded.tier_found, loaded.switch_s, loaded.name, new, loaded.adapter_s)
+
+    def generate(self, name: str, prompt: str | list[dict], *, max_new_tokens: int | None = None, streamer: Any = None, **gen: Any) -> Generation:
+        """Switch ``name`` in and generate (greedy unless the spec or ``gen`` say otherwise).
+
+        Parameters
+        ----------
+        name : str
+            Expert name.
+        prompt : str or list of dict
+            Text, or chat messages; the chat template is applied when the spec asks for it (or,
+            with ``chat_template=None``, when the tokenizer has one).
+        max_new_tokens : int, optional
+            Overrides the spec's default (64 when unset).
+        streamer : transformers streamer, optional
+        **gen
+            Other ``generate`` arguments; ``json_schema=<dict>`` constrains decoding so the reply
+            is JSON valid for that schema (lm-format-enforcer).
+
+        Returns
+        -------
+        Generation
+        """
+        with self.use(name) as loaded:
+            return self._run_generate(loaded, prompt, max_new_tokens, streamer, gen)
+
+    def stream(self, name: str, prompt: str | list[dict], **gen: Any) -> GenerationStream:
+        """Yield text chunks as they are generated (``TextIteratorStreamer`` in a thread).
+
+        The returned :class:`GenerationStream` is an iterator of strings; after it is exhausted its
+        ``.generation`` holds the final :class:`Generation`.
+        """
+        from transformers import TextIteratorStreamer
+
+        stream = GenerationStream()
+        loaded = self._switch_in(name)  # hold it now; errors surface here, in the caller's thread
+        entry = self._entries[name]
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True) if loaded.tokenizer else None
+        max_new_tokens = gen.pop("max_new_tokens", None)
+
+        def work() -> None:
+            try:
+                stream.generation = self._run_generate(loaded, prompt, max_new_tokens, streamer, gen)
+            except BaseException as exc:
+                stream.error = exc
+                if streamer is not None:
+                    streamer.end()
+            finally:
+                self._release(entry)
+
+        def pump() -> None:
+            thread = threading.Thread(target=work, name=f"generate-{name}", daemon=True)
+            thread.start()
+            try:
+                if streamer is not None:
+                    for chunk in streamer:
+                        if chunk:
+                            stream._queue.put(("text", chunk))
+            finally:
+                thread.join()
+                if stream.error is not None:
+                    stream._queue.put(("error", stream.error))
+                stream._queue.put(("end", None))
+
+        threading.Thread(target=pump, name=f"stream-{name}", daemon=True).start()
+        return stream

@@ -1,0 +1,137 @@
+"""What an expert is: :class:`ExpertSpec` and expert spec files (YAML / JSON)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import ExpertError
+from workbench.placement import (
+    torch_dtype,
+)
+
+
+@dataclass
+class ExpertSpec:
+    """What an expert is and how to run it.
+
+    Parameters
+    ----------
+    name : str
+        Unique name used by maps and routers.
+    model : str or Path
+        A local checkpoint folder (``config.json`` + ``*.safetensors`` + tokenizer) or a Hugging
+        Face id already in the local cache (nothing is downloaded).
+    dtype : str
+        ``"auto"`` (the checkpoint's), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    total_params_b, active_params_b : float, optional
+        Parameter counts in billions (for budgets; active = per token, e.g. for MoE experts).
+    chat_template : bool, optional
+        Apply the tokenizer's chat template; ``None`` uses it when the tokenizer has one.
+    generation : dict
+        Defaults for ``generate`` (``max_new_tokens``, ``do_sample``, ``temperature`` ...).
+    description : str
+        What the expert is good at (for similarity routing).
+    trust_remote_code : bool
+        Off unless you turn it on; passed to transformers.
+    adapter : str or Path, optional
+        A LoRA adapter folder (peft's ``save_pretrained``: ``adapter_config.json`` +
+        ``adapter_model.safetensors``). The expert is then ``model`` + this adapter: the pool keeps
+        one copy of the base for every expert that shares it and switches adapters by merging
+        them into the resident base (see :mod:`workbench.adapters`). Parameter counts should
+        include the adapter's.
+
+    Examples
+    --------
+    >>> s = ExpertSpec.from_dict({"name": "math", "model": "ckpt/math", "generation": {"max_new_tokens": 32}})
+    >>> s.to_dict()["generation"]
+    {'max_new_tokens': 32}
+    """
+
+    name: str
+    model: str | Path
+    dtype: str = "auto"
+    total_params_b: float | None = None
+    active_params_b: float | None = None
+    chat_template: bool | None = None
+    generation: dict = field(default_factory=dict)
+    description: str = ""
+    trust_remote_code: bool = False
+    adapter: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ExpertError(f"ExpertSpec.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
+            raise ExpertError(f"expert {self.name!r}: model must be a checkpoint folder or a Hugging Face id, got {self.model!r}")
+        if self.adapter is not None and (not isinstance(self.adapter, (str, Path)) or not str(self.adapter).strip()):
+            raise ExpertError(f"expert {self.name!r}: adapter must be a LoRA adapter folder (or None), got {self.adapter!r}")
+        if not isinstance(self.generation, dict):
+            raise ExpertError(f"expert {self.name!r}: generation must be a dict of generate() defaults, got {self.generation!r}")
+        if self.dtype not in (None, "auto"):
+            try:
+                torch_dtype(self.dtype)
+            except ExpertError as exc:
+                raise ExpertError(f"expert {self.name!r}: {exc}") from None
+        for attr in ("total_params_b", "active_params_b"):
+            value = getattr(self, attr)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ExpertError(f"expert {self.name!r}: {attr} must be a non-negative number, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "ExpertSpec":
+        """Build from a dict (e.g. one YAML entry). Relative model paths resolve against ``base_dir``."""
+        if not isinstance(data, dict):
+            raise ExpertError(f"an expert entry must be a mapping with 'name' and 'model', got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ExpertError(
+                f"expert entry {data.get('name', '?')!r} has unknown keys {unknown}; valid keys: {sorted(known)}"
+            )
+        missing = [k for k in ("name", "model") if k not in data]
+        if missing:
+            raise ExpertError(f"expert entry {data!r} misses {missing}; each expert needs 'name' and 'model'")
+        data = dict(data)
+        if base_dir is not None:
+            for key in ("model", "adapter"):
+                if data.get(key) is None:
+                    continue
+                candidate = Path(base_dir) / str(data[key])
+                if not Path(str(data[key])).is_absolute() and candidate.exists():
+                    data[key] = str(candidate)
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """A plain dict (YAML/JSON friendly)."""
+        out = dataclasses.asdict(self)
+        out["model"] = str(self.model)
+        out["adapter"] = None if self.adapter is None else str(self.adapter)
+        return out
+
+
+def specs_from_file(path: str | Path) -> list[ExpertSpec]:
+    """Read expert specs from a YAML (or JSON) file: a list of entries, or ``{"experts": [...]}``.
+
+    Relative ``model`` paths are resolved against the file's folder when they exist there.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExpertError(f"expert spec file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ExpertError(f"{path} is not valid YAML: {exc}") from exc
+    if isinstance(data, dict) and "experts" in data:
+        data = data["experts"]
+    if not isinstance(data, list):
+        raise ExpertError(f"{path} must hold a list of experts (or a mapping with key 'experts'), got {type(data).__name__}")
+    specs = []
+    for i, entry in enumerate(data):
+        try:
+            specs.append(ExpertSpec.from_dict(entry, base_dir=path.parent))
+        except ExpertError as exc:
+            raise ExpertError(f"{path} entry {i}: {exc}") from None
+    return specs
