@@ -65,6 +65,26 @@ class GraphError(WorkbenchError, ValueError):
     """A query graph is invalid (cycle, unknown reference, empty sub-query) or unparsable."""
 
 
+class MapTimeoutError(MapError, TimeoutError):
+    """A background map was not ready within the requested timeout."""
+
+
+class DecomposeError(GraphError):
+    """The LLM decomposer gave no valid graph within its retries; ``attempts`` holds every try."""
+
+    def __init__(self, message: str, attempts: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts or []
+
+
+class DemoError(WorkbenchError, ValueError):
+    """The demo expert spec file or the demo prompt set is malformed."""
+
+
+class ChatError(WorkbenchError, ValueError):
+    """A chat message was empty or not text, or the CoE stream ended without an answer."""
+
+
 class MissingDependencyError(WorkbenchError, ImportError):
     """An optional dependency is missing; the message names the pip extra that provides it."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.errors import MapError, MissingDependencyError
+from workbench.errors import MapError, MapTimeoutError, MissingDependencyError  # noqa: F401  (MapTimeoutError re-exported)
 
 __all__ = [
     "Map",
@@ -50,10 +50,6 @@ _NOT_IN_KEY = frozenset({"verbose", "n_jobs"})
 #: when another process competes (measured: 500 points 4 s with 1 thread, 20-40 s with 2), so
 #: one thread is the robust default; pass ``n_jobs=2`` on an idle machine.
 _DEFAULT_JOBS = 1
-
-
-class MapTimeoutError(MapError, TimeoutError):
-    """A background map was not ready within the requested timeout."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,12 @@ _VERSION = 1
 
 # --------------------------------------------------------------------------------------- helpers
 class RouterNotFittedError(RouterError, NotFittedError):
-    """A router was used before ``fit`` (or ``load``)."""
+    """A router was used before ``fit`` (or ``load``).
+
+    Defined here rather than in :mod:`workbench.errors` because it also derives from
+    scikit-learn's ``NotFittedError`` (so sklearn's own checks recognise it), and importing
+    scikit-learn from ``workbench.errors`` would make ``import workbench`` slow.
+    """
 
 
 def _require_fitted(est, attribute: str, how: str) -> None:

@@ -18,18 +18,10 @@ from typing import Any
 
 from workbench.compose.graph import PLACEHOLDER, QueryGraph, SubQuery
 from workbench.compose.runner import Runner, call_runner
-from workbench.errors import GraphError
+from workbench.errors import DecomposeError, GraphError
 
 __all__ = ["RuleDecomposer", "LLMDecomposer", "DecomposeError", "DECOMPOSE_TEMPLATE", "GRAPH_SCHEMA", "graph_schema", "parse_graph_json",
            "get_decomposer"]
-
-
-class DecomposeError(GraphError):
-    """The LLM decomposer gave no valid graph within its retries; ``attempts`` holds every try."""
-
-    def __init__(self, message: str, attempts: list[dict] | None = None) -> None:
-        super().__init__(message)
-        self.attempts = attempts or []
 
 
 # ----------------------------------------------------------------------------------------------

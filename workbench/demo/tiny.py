@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench._paths import atomic_write_text, data_dir
 from workbench._paths import cache_dir as _cache_dir
-from workbench.errors import WorkbenchError
+from workbench.errors import DemoError
 from workbench.livescore import encode_pair
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,10 +74,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}\n{% endif %}"
 )
-
-
-class DemoError(WorkbenchError, ValueError):
-    """The demo expert spec file or the demo prompt set is malformed."""
 
 
 def default_spec_file() -> Path:

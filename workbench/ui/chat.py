@@ -29,11 +29,7 @@ from typing import Any
 import panel as pn
 import param
 
-from workbench.errors import WorkbenchError
-
-
-class ChatError(WorkbenchError, ValueError):
-    """A chat message was empty or not text, or the CoE stream ended without an answer."""
+from workbench.errors import ChatError
 
 
 _DONE = object()
