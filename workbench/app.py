@@ -160,7 +160,8 @@ def _explore_tab(bundle: Any, editor: Any = None):
 
 def _mapping_tab(bundle: Any):
     try:
-        from workbench.ui.mapping_editor import MappingEditorModel, MappingEditorPanel
+        from workbench.ui.mapping_editor import MappingEditorModel
+        from workbench.ui.mapping_editor_views import MappingEditorPanel
     except ImportError as exc:
         return _missing("Mapping", "workbench.ui.mapping_editor (the category-to-expert map editor) "
                         "could not be imported.", exc)

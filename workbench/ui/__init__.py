@@ -8,7 +8,7 @@ directly) and a ``pn.viewable.Viewer`` / ipywidgets box renders it.
   probabilities, neighbours, map position and expert), :class:`ClusterMapModel`/
   :class:`ClusterMapPanel` (PCA / t-SNE / UMAP map, colouring, selection, relabelling),
   :func:`explore_widget`.
-- :mod:`workbench.ui.mapping_editor`: :class:`MappingEditorModel`/:class:`MappingEditorPanel`
+- :mod:`workbench.ui.mapping_editor` (model) / :mod:`workbench.ui.mapping_editor_views`: :class:`MappingEditorModel`/:class:`MappingEditorPanel`
   (category -> expert table, live metrics, frontier, optimise, undo/redo, load/save, atomic
   autosave), :func:`mapping_editor_widget`.
 
@@ -26,8 +26,8 @@ _LAZY = {
     "ClusterMapPanel": "workbench.ui.explore",
     "explore_widget": "workbench.ui.explore",
     "MappingEditorModel": "workbench.ui.mapping_editor",
-    "MappingEditorPanel": "workbench.ui.mapping_editor",
-    "mapping_editor_widget": "workbench.ui.mapping_editor",
+    "MappingEditorPanel": "workbench.ui.mapping_editor_views",
+    "mapping_editor_widget": "workbench.ui.mapping_editor_views",
     # UI engineer B's views
     "ChatModel": "workbench.ui.chat",
     "ChatPanel": "workbench.ui.chat",

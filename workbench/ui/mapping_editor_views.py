@@ -1,0 +1,270 @@
+"""Views of :class:`~workbench.ui.mapping_editor.MappingEditorModel`: the Panel view of the app and
+the ipywidgets version for notebooks. They render the model and forward edits to it; every rule
+lives in the model (:mod:`workbench.ui.mapping_editor`, which imports without Panel).
+"""
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+import panel as pn
+
+from workbench.errors import MappingError
+from workbench.registry import format_params
+from workbench.ui.mapping_editor import CSS, MappingEditorModel
+
+__all__ = ["MappingEditorPanel", "mapping_editor_widget"]
+
+
+
+def _budget_step(model: MappingEditorModel) -> float:
+    """A budget step of about a tenth of the largest expert's order of magnitude."""
+    import math
+
+    top = max((model._registry.active(e) for e in model.experts), default=1.0)
+    return 10 ** math.floor(math.log10(top)) / 10 if top > 0 else 0.1
+
+
+def _format_metrics(model: MappingEditorModel) -> str:
+    m = model.metrics
+    return (f"**Expected score** {m.expected_score:.4g} &nbsp;·&nbsp; "
+            f"**Average active params** {format_params(m.average_active_params_b)} &nbsp;·&nbsp; "
+            f"**Resident params** {format_params(m.resident_params_b)} &nbsp;·&nbsp; "
+            f"**Experts** {m.n_experts}")
+
+
+class MappingEditorPanel(pn.viewable.Viewer):
+    """Panel view of a :class:`MappingEditorModel`.
+
+    Parts (CSS classes for browser tests): the table ``coe-mapping-table`` (edit the ``expert``
+    cell with its list editor, tick ``locked``), metrics ``coe-metrics``, frontier plot
+    ``coe-frontier-plot``, budget ``coe-budget-input``, buttons ``coe-optimise-button``,
+    ``coe-undo-button``, ``coe-redo-button``, path ``coe-mapping-path`` with ``coe-save-button``
+    and ``coe-load-button``, and the status line ``coe-mapping-status``.
+    """
+
+    def __init__(self, model: MappingEditorModel, **params: Any) -> None:
+        super().__init__(**params)
+        self.model = model
+        self._table = pn.widgets.Tabulator(
+            model.table(), show_index=False, sizing_mode="stretch_width", height=360,
+            editors={"category": None, "weight": None, "score": None, "active params": None,
+                     "expert": {"type": "list", "values": model.experts},
+                     "locked": {"type": "tickCross"}},
+            formatters={"category": {"type": "html"}, "locked": {"type": "tickCross"},
+                        "expert": {"type": "plaintext"}},
+            css_classes=[CSS["table"]],
+        )
+        self._table.on_edit(self._on_edit)
+        self._metrics = pn.pane.Markdown(_format_metrics(model), css_classes=[CSS["metrics"]])
+        self._plot = pn.pane.Plotly(model.figure(), css_classes=[CSS["frontier"]],
+                                    sizing_mode="stretch_width", height=380)
+        # the budget in the unit that fits: millions for experts below 1B (the demo), else billions
+        top = max((model._registry.active(e) for e in model.experts), default=1.0)
+        self._unit = 1e3 if top < 1 else 1.0
+        self._budget = pn.widgets.FloatInput(
+            label=f"Budget (avg active params, {'millions' if self._unit > 1 else 'billions'})",
+            value=self._shown(model.budget_b), start=0.0, step=_budget_step(model) * self._unit,
+                                             css_classes=[CSS["budget"]], width=200)
+        self._optimise = pn.widgets.Button(label="Optimise at budget", color="primary",
+                                           css_classes=[CSS["optimise"]])
+        self._undo = pn.widgets.Button(label="Undo", css_classes=[CSS["undo"]],
+                                       disabled=not model.can_undo)
+        self._redo = pn.widgets.Button(label="Redo", css_classes=[CSS["redo"]],
+                                       disabled=not model.can_redo)
+        self._path = pn.widgets.TextInput(label="Map file (.yaml / .json)",
+                                          placeholder="my_map.yaml", css_classes=[CSS["path"]])
+        self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
+        self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
+        self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
+        self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value / self._unit)))
+        self._undo.on_click(lambda e: self._run(model.undo))
+        self._redo.on_click(lambda e: self._run(model.redo))
+        self._save.on_click(lambda e: self._run(lambda: model.save(self._need_path())))
+        self._load.on_click(lambda e: self._run(lambda: model.load(self._need_path())))
+        model.param.watch(self._refresh, ["version"])
+        model.param.watch(self._show_status, ["status"])
+        autosave = (f"Edits are autosaved to `{model.autosave_path}`" if model.autosave_path
+                    else "Autosave is off")
+        self._layout = pn.Column(
+            pn.pane.Markdown("### Category → expert map"),
+            self._metrics,
+            pn.Row(
+                pn.Column(self._table,
+                          pn.Row(self._budget, self._optimise, self._undo, self._redo),
+                          pn.Row(self._path, self._save, self._load),
+                          pn.pane.Markdown(autosave, styles={"font-size": "smaller"}),
+                          sizing_mode="stretch_width"),
+                pn.Column(self._plot, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width"),
+            self._status,
+            css_classes=[CSS["root"]], sizing_mode="stretch_width",
+        )
+
+    def _need_path(self) -> str:
+        path = (self._path.value or "").strip()
+        if not path:
+            raise MappingError("type a file name (.yaml or .json) in the map file box first")
+        return path
+
+    def _shown(self, budget_b: float | None) -> float | None:
+        """A budget in billions as the input shows it (its unit), rounded for reading."""
+        return None if budget_b is None else round(float(budget_b) * self._unit, 4)
+
+    def _run(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # show every failure to the user, keep the app alive
+            self.model.status = f"error: {exc}"
+            self._refresh()
+
+    def _on_edit(self, event: Any) -> None:
+        category = self.model.categories[event.row]
+        if event.column == "expert":
+            self._run(lambda: self.model.set_expert(category, event.value))
+        elif event.column == "locked":
+            self._run(lambda: self.model.set_locked(category, bool(event.value)))
+        else:
+            self._refresh()
+
+    def _show_status(self, *_: Any) -> None:
+        text = self.model.status
+        self._status.object = html.escape(text)
+        self._status.alert_type = "danger" if text.startswith("error") else "light"
+
+    def _refresh(self, *_: Any) -> None:
+        m = self.model
+        self._table.value = m.table()
+        self._metrics.object = _format_metrics(m)
+        self._plot.object = m.figure()
+        self._undo.disabled = not m.can_undo
+        self._redo.disabled = not m.can_redo
+        if m.budget_b is not None:
+            self._budget.value = self._shown(m.budget_b)
+
+    def __panel__(self) -> Any:
+        return self._layout
+
+
+# ---------------------------------------------------------------------------------------------
+# ipywidgets version
+# ---------------------------------------------------------------------------------------------
+def _metrics_html(model: MappingEditorModel) -> str:
+    m = model.metrics
+    return (f"<b>Expected score</b> {m.expected_score:.4g} &nbsp; "
+            f"<b>Average active params</b> {format_params(m.average_active_params_b)} &nbsp; "
+            f"<b>Resident params</b> {format_params(m.resident_params_b)} &nbsp; "
+            f"<b>Experts</b> {m.n_experts}")
+
+
+def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | None = None,
+                          autosave_path: str | os.PathLike | None = None) -> Any:
+    """The mapping editor as an ipywidgets box for notebooks.
+
+    Parameters
+    ----------
+    bundle : DemoBundle-like, optional
+        Used through :meth:`MappingEditorModel.from_bundle` when ``model`` is not given.
+    model : MappingEditorModel, optional
+        Drive an existing model (the notebook can keep using it in code).
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With the model attached as ``.model``.
+    """
+    import ipywidgets as w
+    import plotly.graph_objects as go
+
+    if model is None:
+        if bundle is None:
+            raise MappingError("mapping_editor_widget needs a bundle or model=MappingEditorModel(...)")
+        model = MappingEditorModel.from_bundle(bundle, autosave_path=autosave_path)
+    experts = model.experts
+    dropdowns: dict[str, Any] = {}
+    locks: dict[str, Any] = {}
+    rows = []
+    updating = {"on": False}
+
+    def on_pick(category: str) -> Any:
+        def handler(change: Any) -> None:
+            if updating["on"] or change["name"] != "value":
+                return
+            try:
+                model.set_expert(category, change["new"])
+            except Exception as exc:
+                model.status = f"error: {exc}"
+                refresh()
+        return handler
+
+    def on_lock(category: str) -> Any:
+        def handler(change: Any) -> None:
+            if not updating["on"]:
+                model.set_locked(category, bool(change["new"]))
+        return handler
+
+    for c in model.categories:
+        dd = w.Dropdown(options=experts, value=model.mapping.expert_for(c),
+                        layout=w.Layout(width="260px"))
+        dd.observe(on_pick(c), names="value")
+        cb = w.Checkbox(value=c in model.locked, description="locked", indent=False,
+                        layout=w.Layout(width="90px"))
+        cb.observe(on_lock(c), names="value")
+        dropdowns[c], locks[c] = dd, cb
+        label = w.HTML(f"<code>{html.escape(c)}</code>", layout=w.Layout(width="180px"))
+        rows.append(w.HBox([label, dd, cb]))
+    metrics = w.HTML(_metrics_html(model))
+    fig = go.FigureWidget(model.figure())
+    budget = w.BoundedFloatText(value=model.budget_b, min=0.0, max=1e9,
+                                step=_budget_step(model), description="budget (B)")
+    opt = w.Button(description="Optimise at budget", button_style="primary")
+    undo = w.Button(description="Undo")
+    redo = w.Button(description="Redo")
+    path = w.Text(placeholder="my_map.yaml", description="map file")
+    save = w.Button(description="Save")
+    load = w.Button(description="Load")
+    status = w.HTML("")
+
+    def run(action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:
+            model.status = f"error: {exc}"
+
+    opt.on_click(lambda _: run(lambda: model.optimise(budget.value)))
+    undo.on_click(lambda _: run(model.undo))
+    redo.on_click(lambda _: run(model.redo))
+    save.on_click(lambda _: run(lambda: model.save(path.value.strip() or "map.yaml")))
+    load.on_click(lambda _: run(lambda: model.load(path.value.strip())))
+
+    def refresh(*_: Any) -> None:
+        updating["on"] = True
+        try:
+            for c in model.categories:
+                dropdowns[c].value = model.mapping.expert_for(c)
+                locks[c].value = c in model.locked
+            metrics.value = _metrics_html(model)
+            new = model.figure()
+            with fig.batch_update():
+                fig.data = []
+                for trace in new.data:
+                    fig.add_trace(trace)
+            undo.disabled = not model.can_undo
+            redo.disabled = not model.can_redo
+            if model.budget_b is not None:
+                budget.value = model.budget_b
+        finally:
+            updating["on"] = False
+
+    def show_status(*_: Any) -> None:
+        colour = "crimson" if model.status.startswith("error") else "inherit"
+        status.value = f"<span style='color:{colour}'>{html.escape(model.status)}</span>"
+
+    model.param.watch(refresh, ["version"])
+    model.param.watch(show_status, ["status"])
+    refresh()
+    box = w.VBox([metrics, w.HBox([w.VBox(rows), fig]),
+                  w.HBox([budget, opt, undo, redo]), w.HBox([path, save, load]), status])
+    box.model = model  # type: ignore[attr-defined]
+    return box
