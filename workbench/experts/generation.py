@@ -12,8 +12,6 @@ from workbench.experts.records import Generation, GenerationStream, LoadedExpert
 
 def _enforcer_tokenizer_data(tokenizer):
     """lm-format-enforcer's table of a Hugging Face tokenizer: each token's text and whether it starts a word."""
-    import functools
-
     from lmformatenforcer import TokenEnforcerTokenizerData
 
     vocab_size = len(tokenizer)
@@ -30,7 +28,7 @@ def _enforcer_tokenizer_data(tokenizer):
         return tokenizer.decode(tokens).rstrip("\ufffd")
 
     eos = tokenizer.eos_token_id
-    return TokenEnforcerTokenizerData(regular, functools.partial(decode), eos, False, vocab_size)
+    return TokenEnforcerTokenizerData(regular, decode, eos, False, vocab_size)
 
 
 class Generating:
@@ -86,12 +84,11 @@ class Generating:
             raise ExpertError(f"json_schema must be a JSON schema dict, got {type(schema).__name__}")
         tokenizer = loaded.tokenizer
         with self._lock:
-            cache = self.__dict__.setdefault("_enforcer_data", {})
-            data = cache.get(id(tokenizer))
+            data = self._enforcer_data.get(id(tokenizer))
         if data is None or data[0] is not tokenizer:
             data = (tokenizer, _enforcer_tokenizer_data(tokenizer))
             with self._lock:
-                cache[id(tokenizer)] = data
+                self._enforcer_data[id(tokenizer)] = data
         try:
             # keys in the schema's order ("required"), so a schema can fix what comes first; at most two
             # whitespace characters in a row (small models otherwise pad until max_new_tokens)

@@ -109,6 +109,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
         self._prefetching: dict[str, threading.Thread] = {}
         self._tick = 0
         self._closed = False
+        self._enforcer_data: dict = {}  # id(tokenizer) -> (tokenizer, lm-format-enforcer table)
 
     # -- configuration --------------------------------------------------------------------------
 
