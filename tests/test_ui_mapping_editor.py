@@ -53,8 +53,26 @@ def test_two_sessions_do_not_see_each_others_edits(bundle):
     assert b.mapping.expert_for("math") == "small"
     assert bundle.mapping.expert_for("math") == "small"  # the bundle's map is never edited
     assert a.autosave_path != b.autosave_path
-    assert CategoryExpertMap.load(b.autosave_path).expert_for("math") == "small"
     assert CategoryExpertMap.load(a.autosave_path).expert_for("math") == "big"
+    assert not b.autosave_path.exists()  # a session that never edits writes no autosave
+    b.set_expert("code", "mid")
+    assert CategoryExpertMap.load(b.autosave_path).expert_for("math") == "small"
+
+
+def test_old_autosaves_are_cleaned_up_when_a_session_first_saves(bundle):
+    from workbench.ui.mapping_editor import AUTOSAVE_MAX_AGE_S, clean_autosaves
+
+    a = MappingEditorModel.from_bundle(bundle)
+    a.set_expert("math", "big")
+    stale = a.autosave_path.with_name("mapping-0123456789ab.json")
+    stale.write_text(a.autosave_path.read_text())
+    old = __import__("time").time() - AUTOSAVE_MAX_AGE_S - 60
+    os.utime(stale, (old, old))
+    b = MappingEditorModel.from_bundle(bundle)
+    assert stale.exists()
+    b.set_expert("code", "mid")  # b's first autosave cleans the week-old file, keeps a's
+    assert not stale.exists() and a.autosave_path.exists() and b.autosave_path.exists()
+    assert clean_autosaves(0.0) and not a.autosave_path.exists()
 
 
 def test_edit_updates_metrics_and_marker(editor, bundle):

@@ -21,7 +21,6 @@ Examples
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ExpertError
+from workbench.safeio import load_json, read_text_limited, short, short_list
 
 __all__ = ["LoraAdapter", "is_adapter_folder"]
 
@@ -73,25 +73,27 @@ class LoraAdapter:
             or tensors that do not pair up; the message names the file and the fix.
         """
         folder = Path(path).expanduser()
-        where = f"expert {expert!r}: adapter {folder}"
+        where = f"expert {short(expert)}: adapter {folder}"
         cfg_file = folder / "adapter_config.json"
         if not cfg_file.is_file():
             raise ExpertError(f"{where} has no adapter_config.json; give the folder that peft's "
                               "save_pretrained wrote (adapter_config.json + adapter_model.safetensors)")
-        try:
-            config = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ExpertError(f"{where}: adapter_config.json is not valid JSON ({exc}); re-save the adapter") from None
+        text = read_text_limited(cfg_file, error=ExpertError, what=f"{where}: adapter_config.json")
+        try:  # duplicate keys are refused too
+            config = load_json(text, f"{where}: adapter_config.json", error=ExpertError)
+        except ExpertError as exc:
+            raise ExpertError(f"{exc}; re-save the adapter") from None
         if not isinstance(config, dict):
             raise ExpertError(f"{where}: adapter_config.json must hold a JSON object")
         kind = str(config.get("peft_type", "LORA")).upper()
         if kind != "LORA":
-            raise ExpertError(f"{where} is a {kind} adapter; only LoRA adapters can be merged into an expert")
+            raise ExpertError(f"{where} is a {short_list([kind])} adapter; only LoRA adapters can be "
+                              "merged into an expert")
         unsupported = [k for k in ("use_dora",) if config.get(k)]
         if config.get("bias", "none") not in (None, "none"):
-            unsupported.append(f"bias={config['bias']!r}")
+            unsupported.append(f"bias={short(config['bias'])}")
         if config.get("modules_to_save"):
-            unsupported.append(f"modules_to_save={config['modules_to_save']!r}")
+            unsupported.append(f"modules_to_save={short(config['modules_to_save'])}")
         if unsupported:
             raise ExpertError(f"{where} uses {', '.join(unsupported)}, which the pool cannot merge; "
                               "train a plain LoRA adapter (use_dora=False, bias='none', no modules_to_save)")
@@ -111,7 +113,7 @@ class LoraAdapter:
         for key, tensor in tensors.items():
             match = _KEY.match(key)
             if match is None:
-                raise ExpertError(f"{where}: tensor {key!r} is not a LoRA A/B weight (embedding or "
+                raise ExpertError(f"{where}: tensor {short(key)} is not a LoRA A/B weight (embedding or "
                                   "convolution LoRA and extra trained modules are not supported)")
             parts.setdefault(match["module"], {})[match["part"]] = tensor.float()
         if not parts:
@@ -121,10 +123,10 @@ class LoraAdapter:
         modules = {}
         for module, ab in sorted(parts.items()):
             if set(ab) != {"A", "B"}:
-                raise ExpertError(f"{where}: module {module!r} has lora_{''.join(ab)} but not both A and B")
+                raise ExpertError(f"{where}: module {short(module)} has lora_{''.join(ab)} but not both A and B")
             a, b = ab["A"], ab["B"]
             if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
-                raise ExpertError(f"{where}: module {module!r} has A {tuple(a.shape)} and B {tuple(b.shape)}, "
+                raise ExpertError(f"{where}: module {short(module)} has A {tuple(a.shape)} and B {tuple(b.shape)}, "
                                   "which do not multiply (expected A r x in, B out x r)")
             rank = int(a.shape[0])
             module_alpha = alpha
@@ -166,13 +168,13 @@ class LoraAdapter:
             try:
                 layer = model.get_submodule(module)
             except AttributeError:
-                raise ExpertError(f"expert {expert!r}: adapter {self.path} targets {module!r}, which the base "
+                raise ExpertError(f"expert {short(expert)}: adapter {self.path} targets {short(module)}, which the base "
                                   "model does not have; the adapter was trained for a different base") from None
             weight = getattr(layer, "weight", None)
             a, b, _ = self.modules[module]
             want = (b.shape[0], a.shape[1]) if not self.fan_in_fan_out else (a.shape[1], b.shape[0])
             if weight is None or tuple(weight.shape) != want:
-                raise ExpertError(f"expert {expert!r}: adapter {self.path} expects {module!r} of shape {want}, "
+                raise ExpertError(f"expert {short(expert)}: adapter {self.path} expects {short(module)} of shape {want}, "
                                   f"the base has {None if weight is None else tuple(weight.shape)}; the adapter was "
                                   "trained for a different base")
             out[module] = weight
@@ -196,7 +198,7 @@ class LoraAdapter:
         weights = self._weights(model, expert=expert)
         missing = sorted(set(weights) - set(originals))
         if missing:
-            raise ExpertError(f"expert {expert!r}: no restore copy for {missing[:3]}; snapshot the base first")
+            raise ExpertError(f"expert {short(expert)}: no restore copy for {short(missing[:3])}; snapshot the base first")
         with torch.no_grad():
             for module, weight in weights.items():
                 a, b, scale = self.modules[module]

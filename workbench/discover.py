@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import MapError
+from workbench.safeio import short, short_list
 
 __all__ = ["Discovery", "discover_categories", "ctfidf_terms", "tokenize"]
 
@@ -179,7 +180,7 @@ class Discovery:
         for c, name in self.names.items():
             if name == old:
                 return c
-        raise MapError(f"no discovered category {old!r}; names: {sorted(self.names.values())} "
+        raise MapError(f"no discovered category {short(old)}; names: {short_list(sorted(self.names.values()), quote=True)} "
                        f"(or a cluster id {sorted(self.names)})")
 
     def rename(self, old: int | str | Mapping[Any, str], new: str | None = None) -> Discovery:
@@ -206,13 +207,13 @@ class Discovery:
         names = dict(self.names)
         for c, n in updates.items():
             if not isinstance(n, str) or not n.strip():
-                raise MapError(f"new name for category {self.names[c]!r} must be a non-empty "
-                               f"string, got {n!r}")
+                raise MapError(f"new name for category {short(self.names[c])} must be a non-empty "
+                               f"string, got {short(n)}")
             names[c] = n.strip()
         seen: dict[str, int] = {}
         for c, n in names.items():
             if n in seen:
-                raise MapError(f"name {n!r} is already used by another category "
+                raise MapError(f"name {short(n)} is already used by another category "
                                f"(cluster {seen[n]} and {c}); pick a different name, or "
                                "rename the other one in the same call")
             seen[n] = c
@@ -325,7 +326,7 @@ def discover_categories(embeddings: Any, texts: Sequence[str] | Any, *,
         else:
             if not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= len(X):
                 raise MapError(f"n_clusters must be an integer in 1..{len(X)}, got "
-                               f"{n_clusters!r}")
+                               f"{short(n_clusters)}")
             labels = _kmeans(Z, int(n_clusters), seed)
     elif method == "hdbscan":
         if n_clusters is not None:
@@ -342,7 +343,7 @@ def discover_categories(embeddings: Any, texts: Sequence[str] | Any, *,
             raise MapError(f"HDBSCAN put every prompt in noise (min_cluster_size={mcs}); pass a "
                            "smaller min_cluster_size or use method='kmeans'")
     else:
-        raise MapError(f"unknown discovery method {method!r}; use 'kmeans' or 'hdbscan'")
+        raise MapError(f"unknown discovery method {short(method)}; use 'kmeans' or 'hdbscan'")
     labels = np.asarray(labels, dtype=int)
     if sil is None and 2 <= len(np.unique(labels)) <= len(X) - 1:
         sil = float(silhouette_score(Z, labels, sample_size=min(len(X), 3000),

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import ExpertError, ScoresError
+from workbench.safeio import short
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -245,10 +246,10 @@ def _correct_option(answer, options: list[str], where: str) -> int:
         elif text.isdigit():
             idx = int(text)
         else:
-            raise ScoresError(f"{where}: answer {answer!r} is neither one of its {len(options)} "
+            raise ScoresError(f"{where}: answer {short(answer)} is neither one of its {len(options)} "
                               "options, an option letter (A, B, ...) nor an index")
     if not 0 <= idx < len(options):
-        raise ScoresError(f"{where}: answer {answer!r} points outside its {len(options)} options")
+        raise ScoresError(f"{where}: answer {short(answer)} points outside its {len(options)} options")
     return idx
 
 
@@ -357,8 +358,8 @@ def loglik_frame(model_or_path, prompts, *, tokenizer=None, answers: str = "answ
     df = _frame(prompts)
     for col in ("id", "text", answers):
         if col not in df.columns:
-            raise ScoresError(f"live scoring needs a {col!r} column; the prompts have "
-                              f"{list(df.columns)}" + ("; pass answers=<column with the "
+            raise ScoresError(f"live scoring needs a {short(col)} column; the prompts have "
+                              f"{short(list(df.columns))}" + ("; pass answers=<column with the "
                                                        "reference answers>" if col == answers else ""))
     if max_length < 4:
         raise ScoresError(f"max_length={max_length} is too small to score anything; use >= 64")
@@ -375,7 +376,7 @@ def loglik_frame(model_or_path, prompts, *, tokenizer=None, answers: str = "answ
     correct: dict[int, int] = {}
     for row, rec in enumerate(df.itertuples(index=False)):
         rec = rec._asdict() if hasattr(rec, "_asdict") else dict(zip(df.columns, rec))
-        where = f"prompt {rec['id']!r}"
+        where = f"prompt {short(rec['id'])}"
         answer = rec[answers]
         opts = _option_list(rec.get(options)) if has_options else None
         if opts:
@@ -388,7 +389,7 @@ def loglik_frame(model_or_path, prompts, *, tokenizer=None, answers: str = "answ
             continue
         if answer is None or (isinstance(answer, float) and math.isnan(answer)) or \
                 not str(answer).strip():
-            raise ScoresError(f"{where} has no reference answer in column {answers!r}; fill it "
+            raise ScoresError(f"{where} has no reference answer in column {short(answers)}; fill it "
                               "or drop the prompt before scoring")
         pairs.append(encode_pair(tok, str(rec["text"]), str(answer), max_length=max_length,
                                  chat_template=chat_template))
@@ -431,10 +432,10 @@ def scores_from_frame(frame: pd.DataFrame, *, score: str = "token_prob") -> Expe
     from workbench.scores import ExpertScores
 
     if score not in SCORE_COLUMNS:
-        raise ScoresError(f"score={score!r} is not one of {list(SCORE_COLUMNS)}")
+        raise ScoresError(f"score={short(score)} is not one of {list(SCORE_COLUMNS)}")
     if score == "mc_correct" and frame["mc_correct"].isna().any():
         bad = frame.loc[frame["mc_correct"].isna(), "prompt_id"].iloc[0]
-        raise ScoresError(f"score='mc_correct' needs options on every prompt; prompt {bad!r} has "
+        raise ScoresError(f"score='mc_correct' needs options on every prompt; prompt {short(bad)} has "
                           "none (use score='token_prob')")
     category = "category" if frame["category"].notna().all() else None
     return ExpertScores.from_long(frame, prompt="prompt_id", expert="expert", score=score,

@@ -52,6 +52,7 @@ import numpy as np
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import MappingError, ScoresError
 from workbench.registry import ModelRegistry
+from workbench.safeio import MAX_USER_FILE_BYTES, describe, short, short_list
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,6 +71,8 @@ __all__ = [
 
 _REL_TOL = 1e-9  # budgets / resident limits: relative tolerance
 _VALUE_TOL = 1e-12  # a partial map must beat a cheaper one by more than this to be kept
+_MAX_PROBLEMS = 10  # problems of one kind listed in a validation error (the rest are counted)
+_MAX_LINE_KEYS = 20  # bad keys whose line a file error looks up
 
 
 class Edit(NamedTuple):
@@ -139,6 +142,10 @@ class CategoryExpertMap:
         is always allowed and need not be listed).
     fallback_category : str
         Name of the low-confidence category (default ``"fallback"``).
+    quote_values : bool
+        Quote bad values (expert names) in error messages (default). ``False`` describes them
+        instead (``"a 1,700-character string"``): for maps read from files that may not be maps
+        at all (the app's file box), whose values must never be echoed.
 
     Attributes
     ----------
@@ -165,6 +172,7 @@ class CategoryExpertMap:
         experts: Iterable[str] | ModelRegistry | None = None,
         categories: Iterable[str] | None = None,
         fallback_category: str = FALLBACK_CATEGORY,
+        quote_values: bool = True,
     ) -> None:
         if not isinstance(assignments, Mapping):
             raise MappingError(
@@ -185,53 +193,75 @@ class CategoryExpertMap:
                 raise MappingError("categories must be a list of names, not a single string")
             cats = [str(c) for c in categories if str(c) != self._fallback_category]
         self._known_categories = cats
-        self._assign = self._validated(assignments)
+        self._assign = self._validated(assignments, quote_values=bool(quote_values))
         self._history: list[Edit] = []
         self._redo: list[Edit] = []
 
     # ------------------------------------------------------------------ validation
-    def _validated(self, assignments: Mapping[str, str]) -> dict[str, str]:
+    def _validated(self, assignments: Mapping[str, str], *, quote_values: bool = True) -> dict[str, str]:
         bad_keys: list[str] = []
         problems: list[str] = []
         clean: dict[str, str] = {}
+
+        def capped(items: list[str]) -> list[str]:
+            if len(items) > _MAX_PROBLEMS:
+                return [*items[:_MAX_PROBLEMS], f"... ({len(items) - _MAX_PROBLEMS} more like these)"]
+            return items
+
+        shape: list[str] = []
         for cat, expert in assignments.items():
             if not isinstance(cat, str) or not cat:
-                problems.append(f"category {cat!r} must be a non-empty string")
+                shape.append(f"category {short(cat)} must be a non-empty string")
                 bad_keys.append(str(cat))
                 continue
             if not isinstance(expert, str) or not expert:
-                problems.append(f"category {cat!r} maps to {expert!r}, which is not an expert name")
+                if quote_values:
+                    shape.append(f"category {short(cat)} maps to {short(expert)}, which is not an "
+                                 "expert name")
+                else:
+                    shape.append(f"the value of {short(cat)} is not an expert name "
+                                 f"({describe(expert)})")
                 bad_keys.append(cat)
                 continue
             clean[cat] = expert
+        problems += capped(shape)
         if self._known_experts is not None:
             known = set(self._known_experts)
+            wrong = []
             for cat, expert in clean.items():
                 if expert not in known:
-                    problems.append(
-                        f"category {cat!r} maps to unknown expert {expert!r}; known experts: "
-                        f"{', '.join(self._known_experts)}"
-                    )
+                    if quote_values:
+                        wrong.append(f"category {short(cat)} maps to unknown expert {short(expert)}")
+                    else:
+                        wrong.append(f"the value of {short(cat)} is not one of the experts "
+                                     f"({describe(expert)})")
                     bad_keys.append(cat)
+            if wrong:
+                problems += capped(wrong)
+                problems.append(f"known experts: {short_list(self._known_experts)}")
         fb = self._fallback_category
         if self._known_categories is not None:
             known_c = set(self._known_categories)
             unknown = [c for c in clean if c not in known_c and c != fb]
-            for c in unknown:
-                problems.append(
-                    f"category {c!r} is not one of the router's categories: "
-                    f"{', '.join(self._known_categories)} (or {fb!r})"
-                )
-                bad_keys.append(c)
+            if unknown:
+                listed = f"{short_list(self._known_categories)} (or {short(fb)})"
+                if len(unknown) == 1:
+                    problems.append(f"category {short(unknown[0])} is not one of the router's "
+                                    f"categories: {listed}")
+                else:
+                    problems.append(f"categories {short_list(unknown, quote=True)} are not among "
+                                    f"the router's categories: {listed}")
+                bad_keys += unknown
             missing = [c for c in self._known_categories if c not in clean]
             if missing:
                 problems.append(
-                    f"categories {', '.join(map(repr, missing))} are not mapped; assign each an expert"
+                    f"categories {short_list(missing, quote=True)} are not mapped; assign each an "
+                    "expert"
                 )
         if fb not in clean:
             problems.append(
-                f"the map has no {fb!r} entry; add {fb!r}: <a strong generalist expert> for "
-                "low-confidence prompts"
+                f"the map has no {short(fb)} entry; add {short(fb)}: <a strong generalist expert> "
+                "for low-confidence prompts"
             )
         if problems:
             err = MappingError("; ".join(problems))
@@ -275,8 +305,8 @@ class CategoryExpertMap:
             return self._assign[category]
         except KeyError:
             raise MappingError(
-                f"category {category!r} is not in the map; known categories: "
-                f"{', '.join(self._assign)}"
+                f"category {short(category)} is not in the map; known categories: "
+                f"{short_list(self._assign)}"
             ) from None
 
     __getitem__ = expert_for
@@ -294,7 +324,8 @@ class CategoryExpertMap:
         unknown = sorted(set(cats) - set(self._assign))
         if unknown:
             raise MappingError(
-                f"categories {unknown} are not in the map; known categories: {', '.join(self._assign)}"
+                f"categories {short(unknown)} are not in the map; known categories: "
+                f"{short_list(self._assign)}"
             )
         return np.array([self._assign[c] for c in cats], dtype=object).astype(str) if cats else np.array([], dtype=str)
 
@@ -334,11 +365,11 @@ class CategoryExpertMap:
         old = self.expert_for(category)
         if self._known_experts is not None and expert not in self._known_experts:
             raise MappingError(
-                f"cannot assign {category!r} to unknown expert {expert!r}; known experts: "
-                f"{', '.join(self._known_experts)}"
+                f"cannot assign {short(category)} to unknown expert {short(expert)}; known experts: "
+                f"{short_list(self._known_experts)}"
             )
         if not isinstance(expert, str) or not expert:
-            raise MappingError(f"expert must be a non-empty name, got {expert!r}")
+            raise MappingError(f"expert must be a non-empty name, got {short(expert)}")
         if old == expert:
             return
         self._assign[category] = expert
@@ -437,7 +468,7 @@ class CategoryExpertMap:
         extra = [c for c, x in w.items() if x > 0 and c not in self._assign]
         if extra:
             raise MappingError(
-                f"the scores/weights have categories {extra} that the map does not assign; "
+                f"the scores/weights have categories {short(extra)} that the map does not assign; "
                 "assign them or drop them from the weights"
             )
         weight = np.array([float(w.get(c, 0.0)) for c in rows])
@@ -453,16 +484,17 @@ class CategoryExpertMap:
             e = self._assign[c]
             if c not in means.index:
                 raise ScoresError(
-                    f"no scores for category {c!r}; scored categories: {', '.join(map(str, means.index))}"
+                    f"no scores for category {short(c)}; scored categories: {short_list(means.index)}"
                 )
             if e not in means.columns:
                 raise ScoresError(
-                    f"category {c!r} is mapped to {e!r}, which has no scores; scored experts: "
-                    f"{', '.join(map(str, means.columns))}"
+                    f"category {short(c)} is mapped to {short(e)}, which has no scores; scored "
+                    f"experts: {short_list(means.columns)}"
                 )
             score[i] = float(means.at[c, e])
             if not math.isfinite(score[i]):
-                raise ScoresError(f"the score of expert {e!r} on category {c!r} is NaN; fill or rescore it")
+                raise ScoresError(f"the score of expert {short(e)} on category {short(c)} is NaN; "
+                                  "fill or rescore it")
         active = np.array([registry.active(self._assign[c]) for c in rows])
         import pandas as pd
 
@@ -497,21 +529,36 @@ class CategoryExpertMap:
         *,
         experts: Iterable[str] | ModelRegistry | None = None,
         categories: Iterable[str] | None = None,
+        quote_values: bool = True,
     ) -> "CategoryExpertMap":
-        """Inverse of :meth:`to_dict`; a plain ``{category: expert}`` mapping is also accepted."""
+        """Inverse of :meth:`to_dict`; a plain ``{category: expert}`` mapping is also accepted.
+
+        ``quote_values=False``: error messages describe bad values instead of quoting them (see
+        :class:`CategoryExpertMap`).
+        """
         if not isinstance(data, Mapping):
             raise MappingError(f"a map must be a mapping, got {type(data).__name__}")
         if "assignments" in data and isinstance(data["assignments"], Mapping):
             unknown = set(data) - {"assignments", "fallback_category", "meta"}
             if unknown:
-                raise MappingError(f"unknown keys {sorted(unknown)} in map; expected assignments, fallback_category")
+                names = short_list(sorted(map(str, unknown)), quote=True)
+                raise MappingError(f"unknown keys [{names}] in map; expected assignments, "
+                                   "fallback_category")
+            fb = data.get("fallback_category", FALLBACK_CATEGORY)
+            if not isinstance(fb, str) or not fb:
+                got = short(fb) if quote_values else describe(fb)
+                raise MappingError(f"fallback_category must be a category name, got {got}")
+            if not quote_values and fb not in data["assignments"]:
+                raise MappingError(f"the value of 'fallback_category' is not one of the map's "
+                                   f"categories ({describe(fb)})")
             return cls(
                 data["assignments"],
                 experts=experts,
                 categories=categories,
-                fallback_category=data.get("fallback_category", FALLBACK_CATEGORY),
+                fallback_category=fb,
+                quote_values=quote_values,
             )
-        return cls(data, experts=experts, categories=categories)
+        return cls(data, experts=experts, categories=categories, quote_values=quote_values)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the map as ``.json`` or ``.yaml``/``.yml`` (atomically)."""
@@ -537,47 +584,53 @@ class CategoryExpertMap:
         *,
         experts: Iterable[str] | ModelRegistry | None = None,
         categories: Iterable[str] | None = None,
+        quote_values: bool = True,
+        max_bytes: int = MAX_USER_FILE_BYTES,
     ) -> "CategoryExpertMap":
         """Read a map written by :meth:`save` (or a plain YAML/JSON ``category: expert`` mapping).
 
-        Errors name the file and the line of the offending category.
+        Errors name the file and the line of the offending category. YAML aliases, duplicate keys
+        (YAML and JSON) and files over ``max_bytes`` are refused. ``quote_values=False`` never
+        quotes the file's values in errors (for files a browser user picks: they may hold secrets).
         """
-        path = Path(path)
-        if not path.exists():
-            raise MappingError(f"mapping file {path} does not exist")
-        suffix = path.suffix.lower()
-        text = path.read_text(encoding="utf-8")
-        try:
-            if suffix == ".json":
-                data = json.loads(text)
-            elif suffix in (".yaml", ".yml"):
-                import yaml
+        from workbench.safeio import load_json, load_yaml, read_text_limited
 
-                data = yaml.safe_load(text)
-            else:
-                raise MappingError(f"cannot read a map from {path}: use a .json, .yaml or .yml file")
-        except (ValueError, ImportError) as exc:  # json.JSONDecodeError is a ValueError
-            raise MappingError(f"mapping file {path} is not valid {suffix[1:].upper()}: {exc}") from None
-        except Exception as exc:  # yaml.YAMLError
-            if isinstance(exc, MappingError):
-                raise
-            raise MappingError(f"mapping file {path} is not valid YAML: {exc}") from None
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".json", ".yaml", ".yml"):
+            raise MappingError(f"cannot read a map from {path}: use a .json, .yaml or .yml file")
+        text = read_text_limited(path, error=MappingError, max_bytes=max_bytes, what="mapping file")
+        if suffix == ".json":
+            data = load_json(text, f"mapping file {path}", error=MappingError)
+        else:
+            data = load_yaml(text, f"mapping file {path}", error=MappingError)
         try:
-            return cls.from_dict(data, experts=experts, categories=categories)
+            return cls.from_dict(data, experts=experts, categories=categories,
+                                 quote_values=quote_values)
         except MappingError as exc:
             keys = getattr(exc, "bad_keys", [])
-            lines = [_line_of_key(text, k) for k in keys]
-            where = ", ".join(f"{k!r} on line {n}" for k, n in zip(keys, lines) if n)
+            where = _key_lines(text, list(dict.fromkeys(keys))[:_MAX_LINE_KEYS])
             suffix_msg = f" (see {where})" if where else ""
             err = MappingError(f"mapping file {path}: {exc}{suffix_msg}")
             err.bad_keys = keys  # type: ignore[attr-defined]
             raise err from None
 
 
-def _line_of_key(text: str, key: str) -> int | None:
+def _key_lines(text: str, keys: list[str]) -> str:
+    """``"'law' on line 2, 'x' on line 5"`` for the keys found in ``text``."""
+    lines = text.splitlines()
+    found = []
+    for k in keys:
+        n = _line_of_key(lines, k)
+        if n:
+            found.append(f"{short(k)} on line {n}")
+    return ", ".join(found)
+
+
+def _line_of_key(lines: list[str], key: str) -> int | None:
     pattern = re.compile(r"^\s*(?:-\s*)?[\"']?" + re.escape(key) + r"[\"']?\s*:")
-    for n, line in enumerate(text.splitlines(), start=1):
-        if pattern.search(line):
+    for n, line in enumerate(lines, start=1):
+        if key in line and pattern.search(line):
             return n
     return None
 
@@ -610,7 +663,8 @@ def _means_and_weights(scores, weights, map_categories=None):
             f"scores must be an ExpertScores or a category-means DataFrame, got {type(scores).__name__}"
         )
     if means.index.has_duplicates:
-        raise ScoresError(f"category means have duplicate categories: {sorted(set(means.index[means.index.duplicated()]))}")
+        dup = sorted(map(str, set(means.index[means.index.duplicated()])))
+        raise ScoresError(f"category means have duplicate categories: {short_list(dup, quote=True)}")
     if means.columns.has_duplicates:
         raise ScoresError("category means have duplicate expert columns")
     out: dict[str, float] = {}
@@ -618,15 +672,16 @@ def _means_and_weights(scores, weights, map_categories=None):
         try:
             xf = float(x)
         except (TypeError, ValueError):
-            raise ScoresError(f"weight of category {c!r} must be a number, got {x!r}") from None
+            raise ScoresError(f"weight of category {short(c)} must be a number, got {short(x)}") from None
         if not math.isfinite(xf) or xf < 0:
-            raise ScoresError(f"weight of category {c!r} must be a finite number >= 0, got {x!r}")
+            raise ScoresError(f"weight of category {short(c)} must be a finite number >= 0, got "
+                              f"{short(x)}")
         out[str(c)] = xf
     if map_categories is not None:
         missing = [c for c in map_categories if c not in out]
         if missing:
             raise ScoresError(
-                f"no weight for categories {missing}; give every mapped category a weight "
+                f"no weight for categories {short(missing)}; give every mapped category a weight "
                 "(e.g. scores.category_weights())"
             )
     return means, out

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import MapError, MapTimeoutError, MissingDependencyError  # noqa: F401  (MapTimeoutError re-exported)
+from workbench.safeio import short
 
 __all__ = [
     "Map",
@@ -143,7 +144,7 @@ def default_params(method: str, *, metric: str = "cosine", **params: Any) -> dic
 def _check_method_name(method: str) -> str:
     m = str(method).lower().replace("-", "")
     if m not in METHODS:
-        raise MapError(f"unknown map method {method!r}; use one of {', '.join(METHODS)} or "
+        raise MapError(f"unknown map method {short(method)}; use one of {', '.join(METHODS)} or "
                        "pass an object with fit_transform (and optionally transform)")
     return m
 
@@ -273,7 +274,7 @@ class Map:
             return np.zeros((0, 2), dtype=np.float32)
         how = str(how).lower()
         if how not in ("auto", "knn", "native"):
-            raise MapError(f"unknown placement how={how!r}; use 'auto', 'knn' or 'native'")
+            raise MapError(f"unknown placement how={short(how)}; use 'auto', 'knn' or 'native'")
         if how == "native" or (how == "auto" and self.can_place_natively):
             return self._place_native(Q)
         return self._place_knn(Q, k=k, temperature=temperature)
@@ -341,7 +342,7 @@ class Map:
 
         path = Path(path)
         if path.suffix != ".npz":
-            raise MapError(f"maps are saved as .npz files, got {path.name!r}")
+            raise MapError(f"maps are saved as .npz files, got {short(path.name)}")
         arrays: dict[str, np.ndarray] = {"coords": self.coords,
                                          "meta": np.array(json.dumps(self._meta(), default=repr))}
         if include_embeddings and self.embeddings is not None:
@@ -375,7 +376,7 @@ class Map:
             raise
         except Exception as exc:
             raise MapError(f"{str(path)!r} is not a readable map file ({type(exc).__name__}: "
-                           f"{exc}); recompute it with project(...)") from None
+                           f"{short(str(exc), 200)[1:-1]}); recompute it with project(...)") from None
         if embeddings is not None:
             ref = _as_embeddings(embeddings)
         return cls(coords, meta.get("method", "?"), meta.get("params"), key=meta.get("key"),
@@ -864,7 +865,7 @@ class MapBuilder:
             hit = self.cached(m)
             if hit is not None:
                 return hit
-            raise MapError(f"no background {m} map: call warm({m!r}) first")
+            raise MapError(f"no background {m} map: call warm({short(m)}) first")
         try:
             return job.future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import RegistryError
+from workbench.safeio import load_yaml, read_text_limited, short, short_list
 
 __all__ = ["ModelInfo", "ModelRegistry", "MMLU_PRO_PARAMS", "mmlu_pro_registry"]
 
@@ -69,24 +70,24 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise RegistryError(f"model name must be a non-empty string, got {self.name!r}")
+            raise RegistryError(f"model name must be a non-empty string, got {short(self.name)}")
         for key in ("total_params_b", "active_params_b"):
             value = getattr(self, key)
             try:
                 number = float(value)
             except (TypeError, ValueError):
                 raise RegistryError(
-                    f"model {self.name!r}: {key} must be a number of billions, got {value!r}"
+                    f"model {short(self.name)}: {key} must be a number of billions, got {short(value)}"
                 ) from None
             if not math.isfinite(number) or number <= 0:
                 raise RegistryError(
-                    f"model {self.name!r}: {key} must be a positive finite number of billions, "
-                    f"got {value!r}"
+                    f"model {short(self.name)}: {key} must be a positive finite number of billions, "
+                    f"got {short(value)}"
                 )
             object.__setattr__(self, key, number)
         if self.active_params_b > self.total_params_b * (1 + 1e-12):
             raise RegistryError(
-                f"model {self.name!r}: active_params_b={self.active_params_b:g} exceeds "
+                f"model {short(self.name)}: active_params_b={self.active_params_b:g} exceeds "
                 f"total_params_b={self.total_params_b:g}; active parameters are a subset of the total"
             )
 
@@ -99,18 +100,18 @@ def _info_from_value(name: str, value: Any, where: str = "") -> ModelInfo:
         unknown = set(value) - {"total_params_b", "active_params_b", "name"}
         if unknown:
             raise RegistryError(
-                f"model {name!r}{where}: unknown keys {sorted(unknown)}; expected "
+                f"model {short(name)}{where}: unknown keys {short(sorted(map(str, unknown)))}; expected "
                 "total_params_b and optionally active_params_b"
             )
         if "total_params_b" not in value or value["total_params_b"] in (None, ""):
-            raise RegistryError(f"model {name!r}{where} has no total_params_b; add it (billions)")
+            raise RegistryError(f"model {short(name)}{where} has no total_params_b; add it (billions)")
         total = value["total_params_b"]
         active = value.get("active_params_b")
         return ModelInfo(name, total, total if active in (None, "") else active)
     if isinstance(value, (tuple, list)):
         if len(value) not in (1, 2):
             raise RegistryError(
-                f"model {name!r}{where}: expected (total_params_b, active_params_b), got {value!r}"
+                f"model {short(name)}{where}: expected (total_params_b, active_params_b), got {short(value)}"
             )
         total = value[0]
         active = value[1] if len(value) == 2 and value[1] not in (None, "") else total
@@ -155,13 +156,13 @@ class ModelRegistry:
             for m in models:
                 if not isinstance(m, ModelInfo):
                     raise RegistryError(
-                        f"expected ModelInfo objects or a mapping name -> params, got {m!r}"
+                        f"expected ModelInfo objects or a mapping name -> params, got {short(m)}"
                     )
                 items.append((m.name, m))
         for name, value in items:
             name = str(name)
             if name in self._models:
-                raise RegistryError(f"model {name!r} is listed twice{self._where()}; keep one entry")
+                raise RegistryError(f"model {short(name)} is listed twice{self._where()}; keep one entry")
             self._models[name] = _info_from_value(name, value)
 
     # ------------------------------------------------------------------ access
@@ -207,9 +208,9 @@ class ModelRegistry:
 
     def _missing_message(self, missing: list[str], context: str) -> str:
         where = self.source or "the registry file (YAML or CSV with name,total_params_b,active_params_b)"
-        known = ", ".join(self.names) or "(none)"
+        known = short_list(self.names) or "(none)"
         return (
-            f"{context}: no parameter counts for {', '.join(repr(m) for m in missing)}. "
+            f"{context}: no parameter counts for {short_list(missing, quote=True)}. "
             f"Add {'them' if len(missing) > 1 else 'it'} to {where} "
             f"(keys name, total_params_b, active_params_b). Known models: {known}"
         )
@@ -261,19 +262,15 @@ class ModelRegistry:
         if not path.exists():
             raise RegistryError(f"model registry file {path} does not exist")
         suffix = path.suffix.lower()
-        text = path.read_text(encoding="utf-8")
         if suffix == ".csv":
+            text = read_text_limited(path, error=RegistryError, what="model registry file")
             return cls._from_csv_text(text, source=path)
         if suffix in (".yaml", ".yml", ".json"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise RegistryError(f"model registry {path} is not valid YAML/JSON: {exc}") from None
+            text = read_text_limited(path, error=RegistryError, what="model registry file")
+            data = load_yaml(text, f"model registry {path}", error=RegistryError)
             return cls._from_data(data, source=path)
         raise RegistryError(
-            f"model registry {path}: unknown format {suffix!r}; use .yaml, .yml, .json or .csv"
+            f"model registry {path}: unknown format {short(suffix)}; use .yaml, .yml, .json or .csv"
         )
 
     @classmethod
@@ -283,7 +280,7 @@ class ModelRegistry:
         if "name" not in header or "total_params_b" not in header:
             raise RegistryError(
                 f"model registry {source}: the CSV header must contain name and total_params_b "
-                f"(and optionally active_params_b); found {header}"
+                f"(and optionally active_params_b); found {short(header)}"
             )
         models = []
         seen: dict[str, int] = {}
@@ -294,7 +291,7 @@ class ModelRegistry:
                 raise RegistryError(f"model registry {source} line {lineno}: empty name")
             if name in seen:
                 raise RegistryError(
-                    f"model registry {source} line {lineno}: model {name!r} already listed on line "
+                    f"model registry {source} line {lineno}: model {short(name)} already listed on line "
                     f"{seen[name]}; keep one entry"
                 )
             seen[name] = lineno
@@ -302,7 +299,7 @@ class ModelRegistry:
             active = row.get("active_params_b") or total
             if not total:
                 raise RegistryError(
-                    f"model registry {source} line {lineno}: model {name!r} has no total_params_b"
+                    f"model registry {source} line {lineno}: model {short(name)} has no total_params_b"
                 )
             try:
                 models.append(ModelInfo(name, total, active))
@@ -320,13 +317,13 @@ class ModelRegistry:
         models: list[ModelInfo] = []
         seen: set[str] = set()
         if isinstance(data, Mapping):
-            entries = [(str(k), v, f" (key {k!r}{where})") for k, v in data.items()]
+            entries = [(str(k), v, f" (key {short(k)}{where})") for k, v in data.items()]
         elif isinstance(data, list):
             entries = []
             for i, rec in enumerate(data):
                 if not isinstance(rec, Mapping) or "name" not in rec:
                     raise RegistryError(
-                        f"model registry{where}: entry {i} must be a mapping with a name, got {rec!r}"
+                        f"model registry{where}: entry {i} must be a mapping with a name, got {short(rec)}"
                     )
                 entries.append((str(rec["name"]), dict(rec), f" (entry {i}{where})"))
         else:
@@ -336,7 +333,7 @@ class ModelRegistry:
             )
         for name, value, loc in entries:
             if name in seen:
-                raise RegistryError(f"model {name!r} is listed twice{loc}; keep one entry")
+                raise RegistryError(f"model {short(name)} is listed twice{loc}; keep one entry")
             seen.add(name)
             try:
                 models.append(_info_from_value(name, value, loc))

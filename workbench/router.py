@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import InfeasibleBudgetError, RouterError
+from workbench.safeio import short
 
 __all__ = [
     "CategoryRouter",
@@ -117,7 +118,7 @@ def _json_labels(labels: np.ndarray) -> list:
     for value in out:
         if not isinstance(value, (str, int, float, bool)):
             raise RouterError(
-                f"cannot save a router whose labels are of type {type(value).__name__} ({value!r}); "
+                f"cannot save a router whose labels are of type {type(value).__name__} ({short(value)}); "
                 "use str or int labels"
             )
     return out
@@ -379,36 +380,36 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
     # -------------------------------------------------------------------------------- checks
     def _validate_params(self) -> None:  # noqa: D401 - sklearn-style private check
         if self.head not in HEADS:
-            raise RouterError(f"head={self.head!r} is not one of {list(HEADS)}")
+            raise RouterError(f"head={short(self.head)} is not one of {list(HEADS)}")
         if self.confidence not in CONFIDENCES:
-            raise RouterError(f"confidence={self.confidence!r} is not one of {list(CONFIDENCES)}")
+            raise RouterError(f"confidence={short(self.confidence)} is not one of {list(CONFIDENCES)}")
         if self.calibration not in CALIBRATIONS:
-            raise RouterError(f"calibration={self.calibration!r} is not one of {list(CALIBRATIONS)}")
+            raise RouterError(f"calibration={short(self.calibration)} is not one of {list(CALIBRATIONS)}")
         if self.knn_weights not in ("softmax", "distance", "uniform"):
-            raise RouterError(f"knn_weights={self.knn_weights!r} must be 'softmax', 'distance' or "
+            raise RouterError(f"knn_weights={short(self.knn_weights)} must be 'softmax', 'distance' or "
                               "'uniform'")
         if not (np.isscalar(self.blend) and 0.0 <= float(self.blend) <= 1.0):
-            raise RouterError(f"blend={self.blend!r} must be a number in [0, 1]")
+            raise RouterError(f"blend={short(self.blend)} must be a number in [0, 1]")
         if not (np.isscalar(self.knn_temperature) and float(self.knn_temperature) > 0):
-            raise RouterError(f"knn_temperature={self.knn_temperature!r} must be a positive number")
+            raise RouterError(f"knn_temperature={short(self.knn_temperature)} must be a positive number")
         if not (isinstance(self.n_neighbors, (int, np.integer)) and self.n_neighbors >= 1):
-            raise RouterError(f"n_neighbors={self.n_neighbors!r} must be a positive integer")
+            raise RouterError(f"n_neighbors={short(self.n_neighbors)} must be a positive integer")
         if not (np.isscalar(self.C) and float(self.C) > 0):
-            raise RouterError(f"C={self.C!r} must be a positive number")
+            raise RouterError(f"C={short(self.C)} must be a positive number")
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise RouterError(f"max_iter={self.max_iter!r} must be a positive integer")
+            raise RouterError(f"max_iter={short(self.max_iter)} must be a positive integer")
         if not (np.isscalar(self.alpha) and float(self.alpha) >= 0):
-            raise RouterError(f"alpha={self.alpha!r} must be a number >= 0")
+            raise RouterError(f"alpha={short(self.alpha)} must be a number >= 0")
         sizes = self.hidden_layer_sizes
         if isinstance(sizes, (int, np.integer)):
             sizes = (sizes,)
         if not (len(tuple(sizes)) >= 1 and all(isinstance(h, (int, np.integer)) and h >= 1
                                                for h in sizes)):
-            raise RouterError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be positive "
+            raise RouterError(f"hidden_layer_sizes={short(self.hidden_layer_sizes)} must be positive "
                               "integers, e.g. (256,)")
         if self.threshold is not None and not (np.isscalar(self.threshold)
                                                and 0.0 <= float(self.threshold) <= 1.0):
-            raise RouterError(f"threshold={self.threshold!r} must be None or a number in [0, 1]")
+            raise RouterError(f"threshold={short(self.threshold)} must be None or a number in [0, 1]")
 
     def _preprocess(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -457,13 +458,13 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise RouterError(
                 f"CategoryRouter needs at least 2 categories to fit, but y has only 1 class: "
-                f"{classes.tolist()!r}"
+                f"{short(classes.tolist())}"
             )
         if len(X) < 2:
             raise RouterError("CategoryRouter needs more than 1 sample (n_samples = 1) to fit")
         if any(str(c) == self.fallback_category for c in classes):
             raise RouterError(
-                f"the fallback category {self.fallback_category!r} is also a training category; "
+                f"the fallback category {short(self.fallback_category)} is also a training category; "
                 "rename it or pass another fallback_category"
             )
         self.classes_ = classes
@@ -681,7 +682,7 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             with np.errstate(divide="ignore", invalid="ignore"):
                 h = -np.nansum(np.where(proba > 0, proba * np.log(proba), 0.0), axis=1)
             return 1.0 - h / np.log(k) if k > 1 else np.ones(len(proba))
-        raise RouterError(f"confidence={self.confidence!r} is not one of {list(CONFIDENCES)}")
+        raise RouterError(f"confidence={short(self.confidence)} is not one of {list(CONFIDENCES)}")
 
     def route(self, X) -> Routing:
         """Route prompts: predicted category, or ``fallback_category`` where confidence < threshold.
@@ -756,13 +757,13 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         if target_fallback_rate is not None:
             rate = float(target_fallback_rate)
             if not 0.0 <= rate < 1.0:
-                raise RouterError(f"target_fallback_rate={rate!r} must be in [0, 1)")
+                raise RouterError(f"target_fallback_rate={short(rate)} must be in [0, 1)")
             ordered = np.sort(conf)
             threshold = float(ordered[int(np.floor(rate * n + 1e-9))])
         else:
             target = float(target_accuracy)
             if not 0.0 < target <= 1.0:
-                raise RouterError(f"target_accuracy={target!r} must be in (0, 1]")
+                raise RouterError(f"target_accuracy={short(target)} must be in (0, 1]")
             correct = self.classes_[np.argmax(proba, axis=1)] == y
             order = np.argsort(-conf, kind="stable")
             c_sorted, ok_sorted = conf[order], correct[order]
@@ -832,11 +833,11 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
         meta, arrays = _read_npz(path, "CategoryRouter")
         if meta.get("format") != _FORMAT:
             raise RouterError(
-                f"{str(path)!r} is a {meta.get('format')!r} file, not a CategoryRouter "
+                f"{str(path)!r} is a {short(meta.get('format'))} file, not a CategoryRouter "
                 f"({_FORMAT!r})"
             )
         if meta.get("version") != _VERSION:
-            raise RouterError(f"{str(path)!r} has router format version {meta.get('version')!r}; "
+            raise RouterError(f"{str(path)!r} has router format version {short(meta.get('version'))}; "
                               f"this workbench reads version {_VERSION}")
         try:
             params = dict(meta["params"])
@@ -848,7 +849,7 @@ class CategoryRouter(ClassifierMixin, BaseEstimator):
             temperature = float(meta["temperature"])
             head_names = list(meta["head_arrays"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise RouterError(f"{str(path)!r}: malformed router header ({type(exc).__name__}: {exc})") \
+            raise RouterError(f"{str(path)!r}: malformed router header ({type(exc).__name__}: {short(str(exc), 200)[1:-1]})") \
                 from None
         router._validate_params()
         if classes.ndim != 1 or len(classes) < 2 or len(set(classes.tolist())) != len(classes):
@@ -969,7 +970,7 @@ class DirectRouter(BaseEstimator):
         sequence in expert order (default: all 1).
         """
         if not (isinstance(self.n_neighbors, (int, np.integer)) and self.n_neighbors >= 1):
-            raise RouterError(f"n_neighbors={self.n_neighbors!r} must be a positive integer")
+            raise RouterError(f"n_neighbors={short(self.n_neighbors)} must be a positive integer")
         if hasattr(scores, "values") and hasattr(scores, "experts") and not hasattr(scores, "iloc"):
             experts = list(scores.experts) if experts is None else list(experts)
             S = np.asarray(scores.values, dtype=np.float64)

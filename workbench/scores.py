@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workbench.errors import ScoresError
+from workbench.safeio import short, short_list
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -96,17 +97,25 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def _read_mmlu_records(path: Path) -> list[dict]:
-    import json
     import zipfile
+
+    from workbench.safeio import load_json
 
     if path.suffix.lower() == ".zip":
         with zipfile.ZipFile(path) as zf:
             members = [n for n in zf.namelist() if n.lower().endswith(".json")]
             if not members:
                 raise ScoresError(f"{path} holds no .json file of MMLU-Pro records")
-            data = json.loads(zf.read(members[0]))
+            raw = zf.read(members[0])
+        source = f"{path} ({members[0]})"
     else:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        source = str(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScoresError(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    data = load_json(text, source, error=ScoresError)  # duplicate keys are refused
     if not isinstance(data, list):
         raise ScoresError(f"{path}: expected a JSON list of MMLU-Pro records, got {type(data).__name__}")
     return data
@@ -174,7 +183,7 @@ class ExpertScores:
         bad = ~np.isfinite(arr)
         if bad.any():
             rows, cols = np.nonzero(bad)
-            examples = ", ".join(f"({ids[r]!r}, {names[c]!r})" for r, c in zip(rows[:5], cols[:5]))
+            examples = ", ".join(f"({short(ids[r])}, {short(names[c])})" for r, c in zip(rows[:5], cols[:5]))
             raise ScoresError(
                 f"{int(bad.sum())} scores are NaN or infinite, e.g. (prompt, expert) = {examples}. "
                 "Fill them (e.g. 0.0 for unanswered) or drop those prompts/experts first."
@@ -234,7 +243,7 @@ class ExpertScores:
             return self.experts.index(name)
         except ValueError:
             raise ScoresError(
-                f"no scores for expert {name!r}; scored experts: {', '.join(self.experts)}"
+                f"no scores for expert {short(name)}; scored experts: {short_list(self.experts)}"
             ) from None
 
     def require_experts(self, names, *, context: str = "scores") -> None:
@@ -242,8 +251,8 @@ class ExpertScores:
         missing = [n for n in dict.fromkeys(names) if n not in self.experts]
         if missing:
             raise ScoresError(
-                f"{context}: no scores for expert(s) {', '.join(map(repr, missing))}; "
-                f"scored experts: {', '.join(self.experts)}. Score them or map their categories "
+                f"{context}: no scores for expert(s) {short_list(missing, quote=True)}; "
+                f"scored experts: {short_list(self.experts)}. Score them or map their categories "
                 "to a scored expert."
             )
 
@@ -289,8 +298,8 @@ class ExpertScores:
             unknown = [m for m in models if m not in files]
             if unknown:
                 raise ScoresError(
-                    f"no MMLU-Pro result file for model(s) {unknown} in {dir}; "
-                    f"available: {', '.join(files)}"
+                    f"no MMLU-Pro result file for model(s) {short(unknown)} in {dir}; "
+                    f"available: {short_list(files)}"
                 )
             files = {m: files[m] for m in models}
         cache_path = _mmlu_cache_path(files, common_only) if cache else None
@@ -377,8 +386,8 @@ class ExpertScores:
         if nan_rows.any():
             ex = sub.loc[nan_rows, [prompt, expert]].head(3).values.tolist()
             raise ScoresError(
-                f"{int(nan_rows.sum())} scores in column {score!r} are NaN or not numbers, e.g. "
-                f"(prompt, expert) = {[tuple(e) for e in ex]}; fill or drop them"
+                f"{int(nan_rows.sum())} scores in column {short(score)} are NaN or not numbers, e.g. "
+                f"(prompt, expert) = {short([tuple(e) for e in ex])}; fill or drop them"
             )
         wide = sub.pivot(index=prompt, columns=expert, values=score)
         order = list(dict.fromkeys(sub[prompt]))
@@ -391,7 +400,7 @@ class ExpertScores:
             conflicting = [p for p, c in cat_by_prompt.items() if len(c) > 1]
             if conflicting:
                 raise ScoresError(
-                    f"prompt {conflicting[0]!r} has several categories {cat_by_prompt[conflicting[0]]}; "
+                    f"prompt {short(conflicting[0])} has several categories {short(cat_by_prompt[conflicting[0]])}; "
                     "give each prompt one category"
                 )
             cats = [(cat_by_prompt[p] or [None])[0] for p in wide.index]
@@ -430,8 +439,8 @@ class ExpertScores:
             ]
             if not experts:
                 raise ScoresError(
-                    f"wide score table has no numeric expert columns besides {prompt!r}; "
-                    f"columns: {list(df.columns)}"
+                    f"wide score table has no numeric expert columns besides {short(prompt)}; "
+                    f"columns: {short_list(df.columns)}"
                 )
         else:
             experts = list(experts)
@@ -442,8 +451,8 @@ class ExpertScores:
         if bad.to_numpy().any():
             r, c = np.argwhere(bad.to_numpy())[0]
             raise ScoresError(
-                f"wide score table: value {df[experts].iat[r, c]!r} for prompt {wide.index[r]!r}, "
-                f"expert {experts[c]!r} is not a number"
+                f"wide score table: value {short(df[experts].iat[r, c])} for prompt {short(wide.index[r])}, "
+                f"expert {short(experts[c])} is not a number"
             )
         cats = df[category].to_numpy() if has_cat else None
         if cats is not None:
@@ -531,7 +540,7 @@ class ExpertScores:
         from scipy import stats
 
         if not 0 < confidence < 1:
-            raise ScoresError(f"confidence must be in (0, 1), got {confidence!r}")
+            raise ScoresError(f"confidence must be in (0, 1), got {short(confidence)}")
         cats = self._require_categories("per_category")
         names, inverse = np.unique(cats, return_inverse=True)
         binary = bool(np.isin(self.values, (0.0, 1.0)).all())
@@ -572,8 +581,8 @@ class ExpertScores:
             unknown = [c for c in categories if c not in df.index]
             if unknown:
                 raise ScoresError(
-                    f"no scored prompts in category {', '.join(map(repr, unknown))}; "
-                    f"scored categories: {', '.join(df.index)}"
+                    f"no scored prompts in category {short_list(unknown, quote=True)}; "
+                    f"scored categories: {short_list(df.index)}"
                 )
             df = df.loc[categories]
         return df
@@ -619,8 +628,8 @@ class ExpertScores:
             missing = [e for e in self.experts if e not in costs]
             if missing:
                 raise ScoresError(
-                    f"best_expert: no cost for expert(s) {missing}; give a cost for every expert "
-                    f"({', '.join(self.experts)})"
+                    f"best_expert: no cost for expert(s) {short(missing)}; give a cost for every expert "
+                    f"({short_list(self.experts)})"
                 )
             cost = np.array([float(costs[e]) for e in self.experts])
         else:
@@ -654,7 +663,7 @@ def _check_columns(df, columns, what: str) -> None:
 
 def _handle_missing(wide, on_missing: str, what: str):
     if on_missing not in ("raise", "drop"):
-        raise ScoresError(f"on_missing must be 'raise' or 'drop', got {on_missing!r}")
+        raise ScoresError(f"on_missing must be 'raise' or 'drop', got {short(on_missing)}")
     holes = wide.isna()
     if not holes.to_numpy().any():
         return wide
@@ -665,10 +674,10 @@ def _handle_missing(wide, on_missing: str, what: str):
         return kept
     per_expert = holes.sum(axis=0)
     per_expert = per_expert[per_expert > 0]
-    detail = ", ".join(f"{e!r} lacks {int(n)}" for e, n in per_expert.items())
+    detail = short_list([f"{short(e)} lacks {int(n)}" for e, n in per_expert.items()], limit=10)
     r, c = np.argwhere(holes.to_numpy())[0]
     raise ScoresError(
         f"{what}: scores are missing for some (prompt, expert) pairs ({detail}), e.g. prompt "
-        f"{wide.index[r]!r} and expert {wide.columns[c]!r}. Score them, or pass on_missing='drop' "
+        f"{short(wide.index[r])} and expert {short(wide.columns[c])}. Score them, or pass on_missing='drop' "
         "to keep only prompts scored by every expert."
     )

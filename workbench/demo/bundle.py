@@ -296,12 +296,13 @@ def _demo_kind(kind: str | None, spec_file) -> str:
     if kind is None and spec_file is not None:
         raw = spec_file
         if not isinstance(spec_file, Mapping):
-            import yaml
+            from pathlib import Path
 
-            try:
-                raw = yaml.safe_load(open(spec_file, encoding="utf-8")) or {}
-            except OSError:
-                raw = {}
+            from workbench.safeio import read_yaml_file
+
+            # a missing file is reported by load_demo_config; a bad one here (alias, duplicate key)
+            raw = (read_yaml_file(spec_file, error=DemoError, what="demo spec file") or {}
+                   if Path(spec_file).is_file() else {})
         experts = raw.get("experts") if isinstance(raw, Mapping) else None
         if isinstance(raw, Mapping) and "base" not in raw and isinstance(experts, list) \
                 and any(isinstance(e, Mapping) and "architecture" in e for e in experts):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,13 @@ from workbench.errors import ExpertError
 from workbench.placement import (
     torch_dtype,
 )
+from workbench.safeio import read_yaml_file, short
+
+__all__ = ["ExpertSpec", "TrustRemoteCodeWarning", "specs_from_file"]
+
+
+class TrustRemoteCodeWarning(UserWarning):
+    """An expert spec file turns on ``trust_remote_code``: the model's own Python code will run."""
 
 
 @dataclass
@@ -33,7 +41,9 @@ class ExpertSpec:
     description : str
         What the expert is good at (for similarity routing).
     trust_remote_code : bool
-        Off unless you turn it on; passed to transformers.
+        Off unless you turn it on; passed to transformers. On, loading the expert runs the Python
+        code that ships with the checkpoint (``modeling_*.py``) with your user's rights; an expert
+        file that turns it on gets a :class:`TrustRemoteCodeWarning`.
     adapter : str or Path, optional
         A LoRA adapter folder (peft's ``save_pretrained``: ``adapter_config.json`` +
         ``adapter_model.safetensors``). The expert is then ``model`` + this adapter: the pool keeps
@@ -61,37 +71,48 @@ class ExpertSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ExpertError(f"ExpertSpec.name must be a non-empty string, got {self.name!r}")
+            raise ExpertError(f"ExpertSpec.name must be a non-empty string, got {short(self.name)}")
+        name = short(self.name)
         if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
-            raise ExpertError(f"expert {self.name!r}: model must be a checkpoint folder or a Hugging Face id, got {self.model!r}")
+            raise ExpertError(f"expert {name}: model must be a checkpoint folder or a Hugging Face "
+                              f"id, got {short(self.model)}")
         if self.adapter is not None and (not isinstance(self.adapter, (str, Path)) or not str(self.adapter).strip()):
-            raise ExpertError(f"expert {self.name!r}: adapter must be a LoRA adapter folder (or None), got {self.adapter!r}")
+            raise ExpertError(f"expert {name}: adapter must be a LoRA adapter folder (or None), "
+                              f"got {short(self.adapter)}")
         if not isinstance(self.generation, dict):
-            raise ExpertError(f"expert {self.name!r}: generation must be a dict of generate() defaults, got {self.generation!r}")
+            raise ExpertError(f"expert {name}: generation must be a dict of generate() defaults, "
+                              f"got {short(self.generation)}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ExpertError(f"expert {name}: trust_remote_code must be true or false, got "
+                              f"{short(self.trust_remote_code)}")
         if self.dtype not in (None, "auto"):
             try:
                 torch_dtype(self.dtype)
             except ExpertError as exc:
-                raise ExpertError(f"expert {self.name!r}: {exc}") from None
+                raise ExpertError(f"expert {name}: {exc}") from None
         for attr in ("total_params_b", "active_params_b"):
             value = getattr(self, attr)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ExpertError(f"expert {self.name!r}: {attr} must be a non-negative number, got {value!r}")
+                raise ExpertError(f"expert {name}: {attr} must be a non-negative number, got "
+                                  f"{short(value)}")
 
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "ExpertSpec":
         """Build from a dict (e.g. one YAML entry). Relative model paths resolve against ``base_dir``."""
         if not isinstance(data, dict):
-            raise ExpertError(f"an expert entry must be a mapping with 'name' and 'model', got {data!r}")
+            raise ExpertError(f"an expert entry must be a mapping with 'name' and 'model', got "
+                              f"{short(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ExpertError(
-                f"expert entry {data.get('name', '?')!r} has unknown keys {unknown}; valid keys: {sorted(known)}"
+                f"expert entry {short(data.get('name', '?'))} has unknown keys {short(unknown)}; "
+                f"valid keys: {sorted(known)}"
             )
         missing = [k for k in ("name", "model") if k not in data]
         if missing:
-            raise ExpertError(f"expert entry {data!r} misses {missing}; each expert needs 'name' and 'model'")
+            raise ExpertError(f"expert entry {short(data)} misses {missing}; each expert needs "
+                              "'name' and 'model'")
         data = dict(data)
         if base_dir is not None:
             for key in ("model", "adapter"):
@@ -113,17 +134,14 @@ class ExpertSpec:
 def specs_from_file(path: str | Path) -> list[ExpertSpec]:
     """Read expert specs from a YAML (or JSON) file: a list of entries, or ``{"experts": [...]}``.
 
-    Relative ``model`` paths are resolved against the file's folder when they exist there.
+    Relative ``model`` paths are resolved against the file's folder when they exist there. YAML
+    aliases and duplicate keys are refused. An expert with ``trust_remote_code: true`` gets a
+    :class:`TrustRemoteCodeWarning`: loading it runs the checkpoint's own Python code.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ExpertError(f"expert spec file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ExpertError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml_file(path, error=ExpertError, what="expert spec file")
     if isinstance(data, dict) and "experts" in data:
         data = data["experts"]
     if not isinstance(data, list):
@@ -134,4 +152,11 @@ def specs_from_file(path: str | Path) -> list[ExpertSpec]:
             specs.append(ExpertSpec.from_dict(entry, base_dir=path.parent))
         except ExpertError as exc:
             raise ExpertError(f"{path} entry {i}: {exc}") from None
+        if specs[-1].trust_remote_code:
+            warnings.warn(
+                f"{path}: expert {short(specs[-1].name)} sets trust_remote_code: true, so loading it "
+                f"runs the Python code that ships with its model ({short(str(specs[-1].model))}) "
+                "with your user's rights. Only keep it for checkpoints whose code you have read "
+                "or trust; remove the line otherwise.",
+                TrustRemoteCodeWarning, stacklevel=2)
     return specs

@@ -11,6 +11,12 @@ bundle) never see each other's unsaved edits. Every edit is autosaved atomically
 a rename) to :attr:`MappingEditorModel.autosave_path`, so a crash never leaves a broken or
 half-written map.
 
+In the app, file names typed into the map file box go through a :class:`~workbench.safeio.FileBox`
+(:func:`default_file_box`: ``$COE_WORKBENCH_FILES`` or ``cache_dir("files")``): names are relative
+to that folder and cannot leave it, load errors never quote the file's values (a file that is not
+a map may hold secrets), and :meth:`MappingEditorModel.save` never overwrites a file that is not
+a map.
+
 Examples
 --------
 >>> from workbench.ui.mapping_editor import MappingEditorModel      # doctest: +SKIP
@@ -30,10 +36,15 @@ from typing import Any
 
 import param
 
-from workbench.errors import MappingError
+from workbench.errors import MappingError, WorkbenchError
 from workbench.registry import format_params  # noqa: F401  (re-exported: the unit that fits)
+from workbench.safeio import FileBox, short, short_list
 
-__all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget", "format_params"]
+__all__ = ["MappingEditorModel", "MappingEditorPanel", "mapping_editor_widget", "format_params",
+           "default_file_box", "MAX_MAP_FILE_BYTES", "clean_autosaves", "AUTOSAVE_MAX_AGE_S"]
+
+#: largest map file the editor reads (a map of a thousand categories is about 50 KB)
+MAX_MAP_FILE_BYTES = 4 * 2**20
 
 #: CSS classes of the editor's parts (stable names for browser tests)
 CSS = {
@@ -52,10 +63,51 @@ CSS = {
 }
 
 
-def _default_autosave_path() -> Path:
+def default_file_box() -> FileBox:
+    """The folder the app's map file box reads and writes: ``$COE_WORKBENCH_FILES`` or
+    ``cache_dir("files")`` (created when missing)."""
+    root = os.environ.get("COE_WORKBENCH_FILES")
+    if root:
+        return FileBox(root)
     from workbench._paths import cache_dir
 
-    return cache_dir("sessions") / f"mapping-{uuid.uuid4().hex[:12]}.json"
+    return FileBox(cache_dir("files"))
+
+
+#: session autosaves older than this are removed (by :func:`clean_autosaves`, when a session
+#: first autosaves and when the app starts): a week
+AUTOSAVE_MAX_AGE_S = 7 * 86400.0
+
+
+def _sessions_dir() -> Path:
+    from workbench._paths import cache_dir
+
+    return cache_dir("sessions")
+
+
+def _default_autosave_path() -> Path:
+    return _sessions_dir() / f"mapping-{uuid.uuid4().hex[:12]}.json"
+
+
+def clean_autosaves(older_than_s: float = AUTOSAVE_MAX_AGE_S, folder: str | os.PathLike | None = None
+                    ) -> list[Path]:
+    """Remove session autosaves (``mapping-*.json``) not changed for ``older_than_s`` seconds.
+
+    Returns the removed paths. Autosaves exist only for sessions that edited their map; save a map
+    you want to keep with :meth:`MappingEditorModel.save`.
+    """
+    import time
+
+    root = Path(folder) if folder is not None else _sessions_dir()
+    now, removed = time.time(), []
+    for path in root.glob("mapping-*.json"):
+        try:
+            if now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 class MappingEditorModel(param.Parameterized):
@@ -72,10 +124,17 @@ class MappingEditorModel(param.Parameterized):
     weights : mapping category -> weight, optional
         Category frequencies; default the scores' category shares.
     autosave_path : str or Path, optional
-        Where every edit is saved atomically (JSON). Default: a new file per model under
-        ``cache_dir("sessions")``. ``autosave=False`` turns autosaving off.
+        Where every edit is saved atomically (JSON), from the first edit on (a session that never
+        edits writes nothing). Default: a new file per model under ``cache_dir("sessions")``;
+        files there untouched for :data:`AUTOSAVE_MAX_AGE_S` are removed. ``autosave=False``
+        turns autosaving off.
     autosave : bool
         Save after every change (default True).
+    files : FileBox, optional
+        Confine :meth:`load`, :meth:`save` and :meth:`diff` to this folder (the app passes
+        :func:`default_file_box`): names are relative to it, absolute paths, ``..``, links out of
+        it and other suffixes are refused, and load errors never quote the file's values.
+        Without it, paths are used as given (notebooks, scripts).
 
     Attributes
     ----------
@@ -100,7 +159,7 @@ class MappingEditorModel(param.Parameterized):
     def __init__(self, mapping: Any, scores: Any, registry: Any, *,
                  weights: Mapping[str, float] | None = None,
                  autosave_path: str | os.PathLike | None = None, autosave: bool = True,
-                 **params: Any) -> None:
+                 files: FileBox | None = None, **params: Any) -> None:
         from workbench.mapping import CategoryExpertMap
 
         if not isinstance(mapping, CategoryExpertMap):
@@ -116,19 +175,25 @@ class MappingEditorModel(param.Parameterized):
         self._frontier_cache: dict[Any, list[Any]] = {}
         self._baselines: dict[str, Any] | None = None
         self._metrics_cache: tuple[int, Any] | None = None
+        if files is not None and not isinstance(files, FileBox):
+            raise MappingError(f"files must be a workbench.safeio.FileBox, got {type(files).__name__}")
+        self.files: FileBox | None = files
         self.autosave = bool(autosave)
         self.autosave_path: Path | None = (Path(autosave_path) if autosave_path is not None
                                            else (_default_autosave_path() if autosave else None))
         self._check_experts(self._map.experts_used, context="the starting map")
         if self.budget_b is None:
             self.budget_b = round(self.metrics.average_active_params_b, 6)
-        self._autosave()
+        self._autosaved = False  # the autosave file is written on the first edit, not before
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_bundle(cls, bundle: Any, autosave_path: str | os.PathLike | None = None,
-                    **kwargs: Any) -> MappingEditorModel:
-        """An editor over ``bundle.mapping`` with ``bundle.scores`` and ``bundle.registry``."""
+                    files: FileBox | None = None, **kwargs: Any) -> MappingEditorModel:
+        """An editor over ``bundle.mapping`` with ``bundle.scores`` and ``bundle.registry``.
+
+        ``files``: the folder the map file box is confined to (see :class:`MappingEditorModel`).
+        """
         missing = [a for a in ("mapping", "scores", "registry") if getattr(bundle, a, None) is None]
         if missing:
             raise MappingError(f"the bundle has no {', '.join(missing)}; build it with "
@@ -138,7 +203,7 @@ class MappingEditorModel(param.Parameterized):
         if budget is not None and "budget_b" not in kwargs:
             kwargs["budget_b"] = float(budget)
         return cls(bundle.mapping, bundle.scores, bundle.registry, autosave_path=autosave_path,
-                   **kwargs)
+                   files=files, **kwargs)
 
     # ------------------------------------------------------------------ read access
     @property
@@ -255,7 +320,7 @@ class MappingEditorModel(param.Parameterized):
     def diff(self, other: Any) -> list[str]:
         """Differences from the current map to ``other`` (a map or a path to one)."""
         if isinstance(other, (str, os.PathLike)):
-            other = self._read(other)
+            other = self._read(self._resolve(other))
         return self._map.diff(other)
 
     # ------------------------------------------------------------------ edits
@@ -264,8 +329,8 @@ class MappingEditorModel(param.Parameterized):
 
     def _check_category(self, category: str) -> str:
         if category not in self._map:
-            raise MappingError(f"category {category!r} is not in the map; categories: "
-                               f"{', '.join(self.categories)}")
+            raise MappingError(f"category {short(category)} is not in the map; categories: "
+                               f"{short_list(self.categories)}")
         return category
 
     def _apply(self, changes: Sequence[tuple[str, str]], message: str) -> list[Any]:
@@ -277,7 +342,7 @@ class MappingEditorModel(param.Parameterized):
                 if self._map.expert_for(category) == expert:
                     continue
                 if expert not in self._registry:
-                    self._check_experts([expert], context=f"row {category!r}")
+                    self._check_experts([expert], context=f"row {short(category)}")
                 self._map.assign(category, expert)
                 applied.append(self._map.history[-1])
         except Exception:
@@ -301,7 +366,10 @@ class MappingEditorModel(param.Parameterized):
         if not (self.autosave and self.autosave_path is not None):
             return True
         try:
+            if not self._autosaved and self.autosave_path.parent == _sessions_dir():
+                clean_autosaves()  # a new session file: drop the ones nobody touched for a week
             self._map.save(self.autosave_path)
+            self._autosaved = True
         except OSError as exc:
             self.status = (f"error: autosave to {self.autosave_path} failed ({exc}); the edit "
                            "is kept in this session, save the map to another file")
@@ -319,8 +387,8 @@ class MappingEditorModel(param.Parameterized):
         category, expert = str(category), str(expert)
         known = self._map.known_experts
         if known is not None and expert not in known:
-            raise MappingError(f"cannot assign {category!r} to unknown expert {expert!r}; "
-                               f"experts: {', '.join(self.experts)}")
+            raise MappingError(f"cannot assign {short(category)} to unknown expert {short(expert)}; "
+                               f"experts: {short_list(self.experts)}")
         self._apply([(category, expert)], f"{category}: {self._map.expert_for(self._check_category(category))} -> {expert}")
 
     def set_locked(self, category: str, locked: bool = True) -> None:
@@ -405,31 +473,77 @@ class MappingEditorModel(param.Parameterized):
         return [str(e) for e in applied]
 
     # ------------------------------------------------------------------ files
+    def _resolve(self, name: str | os.PathLike) -> Path:
+        """The path of a typed file name: inside :attr:`files` when set (else as given)."""
+        if self.files is not None:
+            return self.files.resolve(name)  # FileBoxError names the problem
+        return Path(name)
+
+    def _shown(self, path: Path) -> str:
+        """A path as messages show it: relative to the box (the user's own name), else in full."""
+        if self.files is not None:
+            try:
+                return str(path.relative_to(self.files.root))
+            except ValueError:
+                pass
+        return str(path)
+
     def _read(self, path: str | os.PathLike) -> Any:
         from workbench.mapping import CategoryExpertMap
 
-        return CategoryExpertMap.load(path, experts=self._map.known_experts,
-                                      categories=self._map.categories)
+        known = self._map.known_experts
+        # unknown experts are caught (and described, not quoted) while reading, not later
+        return CategoryExpertMap.load(path, experts=known if known is not None else self._registry,
+                                      categories=self._map.categories,
+                                      quote_values=self.files is None,
+                                      max_bytes=MAX_MAP_FILE_BYTES)
 
     def load(self, path: str | os.PathLike) -> list[str]:
         """Replace the map by the one in ``path`` (one undoable action); returns changed rows.
 
-        The file must map the same categories (errors name the file and line).
+        The file must map the same categories (errors name the file and line). With
+        :attr:`files` set, ``path`` is a name inside that folder and errors never quote the
+        file's values.
         """
-        other = self._read(path)
+        file = self._resolve(path)
+        other = self._read(file)
+        shown = self._shown(file)
         if other.fallback_category != self._map.fallback_category:
-            raise MappingError(f"{path}: its fallback category {other.fallback_category!r} differs "
-                               f"from this map's {self._map.fallback_category!r}")
-        applied = self._apply(list(other.assignments.items()), f"loaded {path}")
+            raise MappingError(f"{shown}: its fallback category {short(other.fallback_category)} "
+                               f"differs from this map's {short(self._map.fallback_category)}")
+        applied = self._apply(list(other.assignments.items()), f"loaded {shown}")
         if not applied:
-            self.status = f"{path} is the same as the current map"
+            self.status = f"{shown} is the same as the current map"
         return [str(e) for e in applied]
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the current map to ``path`` (``.json``/``.yaml``, atomically)."""
-        out = self._map.save(path)
-        self.status = f"saved {out}"
+        """Write the current map to ``path`` (``.json``/``.yaml``, atomically).
+
+        An existing file is only replaced when it is a map itself: anything else (a registry, a
+        spec, a config) is refused with :class:`MappingError`, and the file stays as it was.
+        With :attr:`files` set, ``path`` is a name inside that folder.
+        """
+        file = self._resolve(path)
+        shown = self._shown(file)
+        if file.is_dir():
+            raise MappingError(f"{shown} is a folder; type a file name ending in .yaml or .json")
+        if file.exists() and not _is_map_file(file):
+            raise MappingError(f"{shown} exists and is not a map file; choose another name or "
+                               "delete it")
+        out = self._map.save(file)
+        self.status = f"saved {shown}"
         return out
+
+
+def _is_map_file(path: Path) -> bool:
+    """Whether ``path`` reads as a category -> expert map (any categories and experts)."""
+    from workbench.mapping import CategoryExpertMap
+
+    try:
+        CategoryExpertMap.load(path, quote_values=False, max_bytes=MAX_MAP_FILE_BYTES)
+    except WorkbenchError:
+        return False
+    return True
 
 
 # the views live in workbench.ui.mapping_editor_views (they need Panel / ipywidgets); the names

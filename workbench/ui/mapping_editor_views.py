@@ -5,16 +5,34 @@ lives in the model (:mod:`workbench.ui.mapping_editor`, which imports without Pa
 from __future__ import annotations
 
 import html
+import logging
 import os
 from typing import Any
 
 import panel as pn
 
-from workbench.errors import MappingError
+from workbench.errors import MappingError, WorkbenchError
 from workbench.registry import format_params
 from workbench.ui.mapping_editor import CSS, MappingEditorModel
 
 __all__ = ["MappingEditorPanel", "mapping_editor_widget"]
+
+_log = logging.getLogger(__name__)
+#: most characters of an error shown in the status line
+_MAX_STATUS = 1200
+
+
+def _error_text(exc: BaseException) -> str:
+    """An error for the browser's status line: the workbench's own (bounded) messages, never the
+    text of an unexpected exception (which could quote a file's contents); that goes to the log."""
+    if isinstance(exc, (WorkbenchError, OSError)):
+        text = str(exc)
+    else:
+        _log.exception("mapping editor: unexpected error")
+        text = f"unexpected {type(exc).__name__}; the server log has the details"
+    if len(text) > _MAX_STATUS:
+        text = text[: _MAX_STATUS - 3] + "..."
+    return text
 
 
 
@@ -73,8 +91,11 @@ class MappingEditorPanel(pn.viewable.Viewer):
                                        disabled=not model.can_undo)
         self._redo = pn.widgets.Button(label="Redo", css_classes=[CSS["redo"]],
                                        disabled=not model.can_redo)
-        self._path = pn.widgets.TextInput(label="Map file (.yaml / .json)",
-                                          placeholder="my_map.yaml", css_classes=[CSS["path"]])
+        files = model.files
+        self._path = pn.widgets.TextInput(
+            label="Map file (.yaml / .json)" if files is None else
+                  "Map file (.yaml / .json) in the workbench folder",
+            placeholder="my_map.yaml", css_classes=[CSS["path"]])
         self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
         self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
         self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
@@ -87,6 +108,10 @@ class MappingEditorPanel(pn.viewable.Viewer):
         model.param.watch(self._show_status, ["status"])
         autosave = (f"Edits are autosaved to `{model.autosave_path}`" if model.autosave_path
                     else "Autosave is off")
+        if files is not None:
+            autosave += (f". Map file names are relative to `{files.root}` (no absolute paths or "
+                         "`..`); Save never replaces a file that is not a map")
+        self._note = pn.pane.Markdown(autosave, styles={"font-size": "smaller"})
         self._layout = pn.Column(
             pn.pane.Markdown("### Category → expert map"),
             self._metrics,
@@ -94,7 +119,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
                 pn.Column(self._table,
                           pn.Row(self._budget, self._optimise, self._undo, self._redo),
                           pn.Row(self._path, self._save, self._load),
-                          pn.pane.Markdown(autosave, styles={"font-size": "smaller"}),
+                          self._note,
                           sizing_mode="stretch_width"),
                 pn.Column(self._plot, sizing_mode="stretch_width"),
                 sizing_mode="stretch_width"),
@@ -116,7 +141,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         try:
             action()
         except Exception as exc:  # show every failure to the user, keep the app alive
-            self.model.status = f"error: {exc}"
+            self.model.status = f"error: {_error_text(exc)}"
             self._refresh()
 
     def _on_edit(self, event: Any) -> None:
