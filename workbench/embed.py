@@ -21,9 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ import numpy as np
 
 from workbench._paths import atomic_write_bytes, atomic_write_text, cache_dir
 from workbench.errors import EmbedderError, ModelNotFoundError
+from workbench.safeio import short
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.prompts import PromptSet
@@ -40,6 +44,62 @@ if TYPE_CHECKING:  # pragma: no cover
 Pooling = Literal["mean", "cls", "last"]
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
+
+#: Longest prompt (in characters) embedded by default; longer ones are refused before tokenizing
+#: (a 50 MB prompt took minutes and gigabytes). Override with ``Embedder(max_chars=...)`` or the
+#: environment variable ``COE_MAX_PROMPT_CHARS``.
+MAX_PROMPT_CHARS = 100_000
+MAX_PROMPT_CHARS_ENV = "COE_MAX_PROMPT_CHARS"
+
+
+def default_max_chars() -> int:
+    """The prompt length limit: ``$COE_MAX_PROMPT_CHARS`` when set, else :data:`MAX_PROMPT_CHARS`."""
+    raw = os.environ.get(MAX_PROMPT_CHARS_ENV, "").strip()
+    if not raw:
+        return MAX_PROMPT_CHARS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise EmbedderError(f"the environment variable {MAX_PROMPT_CHARS_ENV}={short(raw)} is not a positive "
+                            f"number of characters; set it like {MAX_PROMPT_CHARS_ENV}=200000 or unset it "
+                            f"(default {MAX_PROMPT_CHARS:,})")
+    return value
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or int(limit) < 1:
+        raise EmbedderError(f"max_chars must be a positive number of characters, got {short(limit)}")
+    return int(limit)
+
+
+def check_prompt_length(text: str, limit: int | None = None, what: str = "prompt") -> str:
+    """Refuse a prompt longer than ``limit`` characters (default :func:`default_max_chars`).
+
+    Call it before embedding (or sending) a user's text; returns ``text`` unchanged when it fits.
+
+    Raises
+    ------
+    EmbedderError
+        Naming ``what``, the length, the limit and how to raise it.
+
+    Examples
+    --------
+    >>> check_prompt_length("What is 2+2?")
+    'What is 2+2?'
+    >>> check_prompt_length("x" * 11, limit=10)
+    Traceback (most recent call last):
+    ...
+    workbench.errors.EmbedderError: prompt is 11 characters long, over the limit of 10; shorten it, or raise the limit with Embedder(max_chars=...) or the environment variable COE_MAX_PROMPT_CHARS
+    """
+    limit = default_max_chars() if limit is None else _check_limit(limit)
+    if isinstance(text, str) and len(text) > limit:
+        raise EmbedderError(
+            f"{what} is {len(text):,} characters long, over the limit of {limit:,}; shorten it, or raise "
+            f"the limit with Embedder(max_chars=...) or the environment variable {MAX_PROMPT_CHARS_ENV}"
+        )
+    return text
 
 
 def default_model_path() -> str:
@@ -101,12 +161,8 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     memo_file = cache_dir("fingerprints") / "index.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        memo = {}
+    memo, changed = _read_memo(memo_file)
     h = hashlib.blake2b(digest_size=16)
-    changed = False
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and (p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES
@@ -116,7 +172,7 @@ def model_fingerprint(path: str | os.PathLike) -> str:
         st = f.stat()
         key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         digest = memo.get(key)
-        if digest is None:
+        if not isinstance(digest, str) or not _HEX32.fullmatch(digest):
             fh = hashlib.blake2b(digest_size=16)
             with open(f, "rb") as fp:
                 for chunk in iter(lambda: fp.read(1 << 22), b""):
@@ -132,6 +188,35 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def _read_memo(memo_file: Path) -> tuple[dict[str, str], bool]:
+    """The fingerprint memo (file key -> digest) and whether it must be rewritten.
+
+    A memo that is not JSON, not an object, or holds entries that are not digests is ignored
+    (with a warning naming the file) and rebuilt, never trusted and never an error.
+    """
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, False
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"ignoring the corrupt model fingerprint memo {memo_file} ({type(exc).__name__}); "
+                      "it is rebuilt (model files are hashed again)", stacklevel=3)
+        return {}, True
+    if not isinstance(memo, dict):
+        warnings.warn(f"ignoring the model fingerprint memo {memo_file}: it holds a JSON "
+                      f"{type(memo).__name__}, not an object; it is rebuilt", stacklevel=3)
+        return {}, True
+    good = {k: v for k, v in memo.items() if isinstance(v, str) and _HEX32.fullmatch(v)}
+    if len(good) != len(memo):
+        warnings.warn(f"ignoring {len(memo) - len(good)} malformed entries of the model fingerprint memo "
+                      f"{memo_file}; they are rebuilt", stacklevel=3)
+        return good, True
+    return good, False
+
+
 def _text_keys(texts: Sequence[str]) -> np.ndarray:
     out = np.empty(len(texts), dtype="S16")
     for i, t in enumerate(texts):
@@ -139,31 +224,82 @@ def _text_keys(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
+#: Format of a cache shard: ``keys`` (S16 text hashes), ``vectors`` (float32, n x dim) and
+#: ``checksum`` (:func:`_shard_checksum` of both). Shards of another format are misses.
+SHARD_FORMAT = 2
+_OLD_FORMAT = "an older cache format without a checksum"
+
+
+def _shard_checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
+    """Hash of a shard's format, shape, text keys and vector bytes (so an edited shard is noticed)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"coe-embedding-shard/{SHARD_FORMAT}/{vectors.shape[0]}x{vectors.shape[1]}/".encode())
+    h.update(np.ascontiguousarray(keys, dtype="S16").tobytes())
+    h.update(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 class EmbeddingCache:
     """Vectors keyed by text hash, stored as ``.npz`` shards in one folder per settings key.
 
     Writers add a new shard atomically; readers pick up shards written by other processes on a
-    miss. No pickle: shards are plain arrays (``allow_pickle=False``).
+    miss. No pickle: shards are plain arrays (``allow_pickle=False``). Each shard carries a
+    checksum of its keys, shape and vector bytes; a shard that cannot be read, lacks the checksum
+    (an older format), fails it (edited or damaged), or holds vectors of another width than
+    ``dim`` is never served: its texts are misses, recomputed and written to a new shard, and the
+    bad shard is removed (with a warning naming it).
     """
 
     def __init__(self, folder: Path, dim: int | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.dim = None if dim is None else int(dim)
         self._lock = threading.Lock()
         self._index: dict[bytes, tuple[int, int]] = {}
         self._arrays: list[np.ndarray] = []
         self._seen: set[str] = set()
 
+    def _read_shard(self, shard: Path) -> tuple[np.ndarray, np.ndarray] | str:
+        """``(keys, vectors)`` of a valid shard, else what is wrong with it."""
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                names = set(z.files)
+                if {"keys", "vectors"} <= names and "checksum" not in names:
+                    return _OLD_FORMAT
+                if not {"keys", "vectors", "checksum"} <= names:
+                    return f"it lacks {sorted({'keys', 'vectors', 'checksum'} - names)}"
+                keys, vecs, checksum = z["keys"], z["vectors"], str(z["checksum"])
+        except FileNotFoundError:
+            return ""  # removed meanwhile (clear() in another process): nothing to report
+        except Exception as exc:  # noqa: BLE001 - truncated zip, not a zip, pickled arrays, bad headers...
+            return f"it cannot be read ({type(exc).__name__})"
+        if keys.ndim != 1 or keys.dtype != np.dtype("S16"):
+            return f"its keys are {keys.dtype} of shape {keys.shape}, not 16-byte text hashes"
+        if vecs.ndim != 2 or vecs.dtype != np.float32 or len(vecs) != len(keys):
+            return f"its vectors are {vecs.dtype} of shape {vecs.shape} for {len(keys)} keys"
+        if self.dim is not None and vecs.shape[1] != self.dim:
+            return f"its vectors are {vecs.shape[1]} wide but the model gives {self.dim}"
+        if checksum != _shard_checksum(keys, vecs):
+            return "its checksum does not match its contents (edited or damaged)"
+        return keys, vecs
+
     def _scan(self) -> None:
         for shard in sorted(self.folder.glob("shard-*.npz")):
             if shard.name in self._seen:
                 continue
-            try:
-                with np.load(shard, allow_pickle=False) as z:
-                    keys, vecs = z["keys"], z["vectors"]
-            except (OSError, ValueError, KeyError, EOFError):
-                continue  # half-written by a crashed writer or being replaced: ignore it
-            self._seen.add(shard.name)
+            got = self._read_shard(shard)
+            self._seen.add(shard.name)  # read once per process, good or bad
+            if isinstance(got, str):
+                if got:  # an old-format shard is a plain miss: removed without a warning
+                    if got is not _OLD_FORMAT:
+                            warnings.warn(f"ignoring the embedding cache shard {shard}: {got}; its texts are "
+                                      "embedded again", stacklevel=4)
+                    try:
+                        shard.unlink()
+                    except OSError:
+                        pass
+                continue
+            keys, vecs = got
             slot = len(self._arrays)
             self._arrays.append(vecs)
             for row, k in enumerate(keys.tolist()):
@@ -191,13 +327,15 @@ class EmbeddingCache:
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         import io
 
+        keys = np.ascontiguousarray(keys, dtype="S16")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         buf = io.BytesIO()
-        np.savez(buf, keys=keys, vectors=vectors.astype(np.float32))
+        np.savez(buf, keys=keys, vectors=vectors, checksum=np.asarray(_shard_checksum(keys, vectors)))
         atomic_write_bytes(self.folder / name, buf.getvalue())
         with self._lock:
             self._seen.add(name)
             slot = len(self._arrays)
-            self._arrays.append(vectors.astype(np.float32))
+            self._arrays.append(vectors)
             for row, k in enumerate(keys.tolist()):
                 self._index[k] = (slot, row)
 
@@ -247,6 +385,9 @@ class Embedder:
         Show a tqdm bar; ``None`` shows one for more than 256 texts to embed.
     trust_remote_code : bool
         Passed to transformers; off unless you turn it on.
+    max_chars : int, optional
+        Longest prompt in characters; a longer one is an :class:`EmbedderError` before anything
+        is tokenized. Default ``$COE_MAX_PROMPT_CHARS`` or :data:`MAX_PROMPT_CHARS` (100,000).
 
     Examples
     --------
@@ -269,6 +410,7 @@ class Embedder:
         cache: bool | str | os.PathLike = True,
         progress: bool | None = None,
         trust_remote_code: bool = False,
+        max_chars: int | None = None,
     ) -> None:
         if pooling not in ("mean", "cls", "last"):
             raise EmbedderError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
@@ -289,6 +431,7 @@ class Embedder:
         self.cache = cache
         self.progress = progress
         self.trust_remote_code = trust_remote_code
+        self.max_chars = default_max_chars() if max_chars is None else _check_limit(max_chars)
         self.model_path = str(resolve_model_path(model))
         self._lock = threading.RLock()
         self._tokenizer = None
@@ -334,7 +477,7 @@ class Embedder:
             return None
         if self._cache is None:
             root = cache_dir("embeddings") if self.cache is True else Path(self.cache)
-            self._cache = EmbeddingCache(Path(root) / self.settings_key)
+            self._cache = EmbeddingCache(Path(root) / self.settings_key, dim=self.dim)
             meta = Path(root) / self.settings_key / "settings.json"
             if not meta.exists():
                 atomic_write_text(meta, json.dumps({
@@ -450,7 +593,9 @@ class Embedder:
         texts = list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise EmbedderError(f"text {i} is a {type(t).__name__}, not a string: {t!r:.60}")
+                raise EmbedderError(f"text {i} is a {type(t).__name__}, not a string: {short(t)}")
+            if len(t) > self.max_chars:
+                check_prompt_length(t, self.max_chars, what=f"prompt {i}")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = _text_keys(texts)
@@ -481,7 +626,11 @@ class Embedder:
 
     def embed(self, prompts: PromptSet, *, progress: bool | None = None) -> np.ndarray:
         """Embed a :class:`~workbench.prompts.PromptSet`'s texts (same order as its rows)."""
-        return self.encode(prompts.texts, progress=progress)
+        texts = prompts.texts
+        for i, t in enumerate(texts):
+            if isinstance(t, str) and len(t) > self.max_chars:
+                check_prompt_length(t, self.max_chars, what=f"prompt {i} (id {short(prompts.ids[i])})")
+        return self.encode(texts, progress=progress)
 
     def clear_cache(self) -> None:
         """Delete this model's and settings' cached vectors."""
@@ -498,7 +647,7 @@ class EmbeddingFile:
     embeddings: np.ndarray
     ids: list[str] | None = None
     texts: list[str] | None = None
-    categories: list[str] | None = None
+    categories: list[str | None] | None = None  # None for a prompt without a category
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -521,7 +670,8 @@ def save_embeddings(
         arrays["ids"] = np.asarray(prompts.ids, dtype=str)
         arrays["texts"] = np.asarray(prompts.texts, dtype=str)
         if prompts.has_categories:
-            arrays["categories"] = np.asarray([str(c) for c in prompts.categories], dtype=str)
+            # a prompt without a category is written as "" (read back as None), never as "nan"
+            arrays["categories"] = np.asarray([_category_text(c) for c in prompts.categories], dtype=str)
     arrays["meta"] = np.asarray(json.dumps(meta or {}))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -529,26 +679,63 @@ def save_embeddings(
     return path
 
 
+def _category_text(value: Any) -> str:
+    """A category as stored in an embeddings file: ``""`` when the prompt has none."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(value) is True:
+            return ""
+    except (ImportError, TypeError, ValueError):
+        pass
+    return str(value)
+
+
+_RECREATE = "recreate it with `coe-workbench embed SOURCE --out FILE.npz`"
+
+
 def load_embeddings(path: str | os.PathLike) -> EmbeddingFile:
-    """Read an ``.npz`` from :func:`save_embeddings` (or a bare ``.npy`` array); never unpickles."""
+    """Read an ``.npz`` from :func:`save_embeddings` (or a bare ``.npy`` array); never unpickles.
+
+    Raises
+    ------
+    EmbedderError
+        When the file is missing, truncated, not ``.npz``/``.npy``, or its arrays do not fit
+        together; the message names the file and how to recreate it.
+    """
     path = Path(path)
     if not path.exists():
         raise EmbedderError(f"embeddings file {str(path)!r} does not exist; create it with "
                             "`coe-workbench embed SOURCE --out FILE.npz`")
     try:
         if path.suffix == ".npy":
-            return EmbeddingFile(np.load(path, allow_pickle=False).astype(np.float32))
-        with np.load(path, allow_pickle=False) as z:
-            if "embeddings" not in z:
-                raise EmbedderError(f"{path} has no 'embeddings' array (arrays: {list(z.keys())})")
-            get = lambda k: z[k].tolist() if k in z else None  # noqa: E731
-            meta = json.loads(str(z["meta"])) if "meta" in z else {}
-            out = EmbeddingFile(z["embeddings"].astype(np.float32), get("ids"), get("texts"),
-                                get("categories"), meta)
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, EmbedderError):
-            raise
-        raise EmbedderError(f"cannot read embeddings from {path}: {exc} (corrupt or not .npz/.npy)") from None
+            out = EmbeddingFile(np.load(path, allow_pickle=False).astype(np.float32))
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                if "embeddings" not in z:
+                    raise EmbedderError(f"{path} has no 'embeddings' array (arrays: {short(list(z.keys()))}); "
+                                        f"is it an embeddings file? {_RECREATE}")
+                get = lambda k: z[k].tolist() if k in z else None  # noqa: E731
+                meta = json.loads(str(z["meta"])) if "meta" in z else {}
+                out = EmbeddingFile(z["embeddings"].astype(np.float32), get("ids"), get("texts"),
+                                    get("categories"), meta if isinstance(meta, dict) else {})
+    except EmbedderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile.BadZipFile (truncated), ValueError, OSError, EOFError...
+        kind = "truncated or not a zip archive" if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__
+        raise EmbedderError(f"cannot read embeddings from {path} ({kind}: {short(str(exc))[1:-1]}); the file is "
+                            f"corrupt or not .npz/.npy: {_RECREATE}") from None
     if out.embeddings.ndim != 2:
-        raise EmbedderError(f"{path}: embeddings must be 2-D (n, dim), got shape {out.embeddings.shape}")
+        raise EmbedderError(f"{path}: embeddings must be 2-D (n, dim), got shape {out.embeddings.shape}; "
+                            f"{_RECREATE}")
+    n = len(out.embeddings)
+    for label in ("ids", "texts", "categories"):
+        values = getattr(out, label)
+        if values is not None and (not isinstance(values, list) or len(values) != n):
+            got = len(values) if isinstance(values, list) else "not a list of"
+            raise EmbedderError(f"{path}: {got} {label} for {n} embeddings; the file is damaged: {_RECREATE}")
+    if out.categories is not None:
+        out.categories = [c if c != "" else None for c in out.categories]
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ExpertError, PlacementError
+from workbench.safeio import short
 
 TIERS = ("gpu", "cpu", "disk")
 
@@ -44,6 +46,8 @@ _UNITS = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }
+#: largest memory size :func:`parse_size` accepts (1 EiB); anything above is a typo, not a budget
+MAX_SIZE_BYTES = 2**60
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -64,7 +68,8 @@ def parse_size(value: int | float | str) -> int:
     Raises
     ------
     PlacementError
-        For negative, non-numeric values or unknown units.
+        For negative, non-finite (NaN, infinity, ``"1e999GB"``) or non-numeric values, unknown units,
+        and sizes over :data:`MAX_SIZE_BYTES` (1 EiB).
 
     Examples
     --------
@@ -72,28 +77,46 @@ def parse_size(value: int | float | str) -> int:
     (1000, 2147483648, 3000)
     """
     if isinstance(value, bool):
-        raise PlacementError(f"memory size {value!r} is a bool; give bytes (int) or a string like '4GiB'")
+        raise PlacementError(f"memory size {short(value)} is a bool; give bytes (int) or a string like '20GiB'")
     if isinstance(value, (int, float)):
-        if value != value or value < 0:  # NaN or negative
-            raise PlacementError(f"memory size {value!r} must be a non-negative number of bytes")
-        return int(value)
+        return _check_size(value, value)
     if not isinstance(value, str):
         raise PlacementError(
-            f"memory size {value!r} has type {type(value).__name__}; give bytes (int) or a string like '4GiB'"
+            f"memory size {short(value)} has type {type(value).__name__}; give bytes (int) or a string like '20GiB'"
         )
     match = _SIZE_RE.match(value.replace("_", ""))
     if not match:
         raise PlacementError(
-            f"cannot parse memory size {value!r}; use a number with an optional unit such as "
+            f"cannot parse memory size {short(value)}; use a number with an optional unit such as "
             "'512MB', '20GiB', '1.5 TiB' or plain bytes"
         )
-    number, unit = match.groups()
+    number_text, unit = match.groups()
     unit_key = unit.lower()
     if unit_key not in _UNITS:
         raise PlacementError(
-            f"unknown unit {unit!r} in memory size {value!r}; use one of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+            f"unknown unit {short(unit)} in memory size {short(value)}; use one of B, KB, MB, GB, TB, KiB, MiB, "
+            "GiB, TiB (for example '20GiB')"
         )
-    return int(float(number) * _UNITS[unit_key])
+    # float() turns an overlong exponent ("1e999") into inf, which _check_size refuses
+    return _check_size(value, float(number_text) * _UNITS[unit_key])
+
+
+def _check_size(value: Any, number: float) -> int:
+    """``number`` (bytes) as an int, refusing NaN, infinity, negatives and sizes over :data:`MAX_SIZE_BYTES`."""
+    if isinstance(number, float) and (math.isnan(number) or math.isinf(number)):
+        raise PlacementError(
+            f"memory size {short(value)} is not a finite number of bytes; give bytes or a string like '20GiB'"
+        )
+    if number < 0:
+        raise PlacementError(
+            f"memory size {short(value)} must be a non-negative number of bytes (for example '20GiB')"
+        )
+    if number > MAX_SIZE_BYTES:
+        raise PlacementError(
+            f"memory size {short(value)} is absurdly large (over 1 EiB = 2**60 bytes); give a real budget "
+            "such as '20GiB'"
+        )
+    return int(number)
 
 
 def format_bytes(n: int | float) -> str:
@@ -155,31 +178,83 @@ def resolve_model_path(model: str | os.PathLike, *, expert: str = "?") -> Path:
 
 
 def read_safetensors_header(file: Path, *, expert: str = "?") -> dict[str, Any]:
-    """Read and validate a safetensors header; raise :class:`ExpertError` if the file is truncated or corrupt."""
+    """Read and validate a safetensors header.
+
+    Raises
+    ------
+    PlacementError
+        (an :class:`ExpertError`) naming the file and what is wrong: too short or truncated, a header
+        length beyond the file, a header that is not JSON or not a JSON object, or a tensor entry
+        without a string ``dtype``, a list-of-ints ``shape`` or two ``data_offsets``.
+    """
     fix = "re-save or re-download the checkpoint (the file is truncated or not a safetensors file)"
+    where = f"expert {expert!r}: {file}"
     try:
         size = file.stat().st_size
         with open(file, "rb") as fh:
             raw = fh.read(8)
             if len(raw) < 8:
-                raise ExpertError(f"expert {expert!r}: {file} is only {size} bytes, too short for a safetensors header; {fix}")
+                raise PlacementError(f"{where} is only {size} bytes, too short for a safetensors header; {fix}")
             header_len = int.from_bytes(raw, "little")
             if header_len <= 0 or header_len > min(size - 8, 100_000_000):
-                raise ExpertError(
-                    f"expert {expert!r}: {file} declares a {header_len}-byte header but holds {size} bytes; {fix}"
+                raise PlacementError(
+                    f"{where} declares a {header_len}-byte header but holds {size} bytes; {fix}"
                 )
             header = json.loads(fh.read(header_len))
-    except ExpertError:
+    except PlacementError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ExpertError(f"expert {expert!r}: cannot read safetensors header of {file}: {exc}; {fix}") from exc
-    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except RecursionError:
+        raise PlacementError(f"{where}: the safetensors header is not valid JSON (nested too deeply); {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise PlacementError(f"{where}: the safetensors header is not UTF-8 JSON (byte {exc.start}); {fix}") from None
+    except ValueError as exc:
+        raise PlacementError(f"{where}: the safetensors header is not valid JSON ({short(str(exc), 120)[1:-1]}); "
+                             f"{fix}") from None
+    except OSError as exc:
+        raise PlacementError(f"{where}: cannot read the safetensors header: {exc.strerror or exc}") from None
+    if not isinstance(header, dict):
+        raise PlacementError(f"{where}: the safetensors header is a JSON {type(header).__name__}, not an object "
+                             f"mapping tensor names to dtype/shape/data_offsets; {fix}")
+    data_end = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            if meta is not None and not isinstance(meta, dict):
+                raise PlacementError(f"{where}: the safetensors __metadata__ is a {type(meta).__name__}, "
+                                     f"not an object; {fix}")
+            continue
+        problem = _tensor_entry_problem(meta)
+        if problem:
+            raise PlacementError(f"{where}: tensor {short(name)} in the safetensors header {problem}; {fix}")
+        data_end = max(data_end, meta["data_offsets"][1])
     if 8 + header_len + data_end > size:
-        raise ExpertError(
-            f"expert {expert!r}: {file} is truncated: its header needs {8 + header_len + data_end} bytes but the "
+        raise PlacementError(
+            f"{where} is truncated: its header needs {8 + header_len + data_end} bytes but the "
             f"file holds {size}; {fix}"
         )
     return header
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _tensor_entry_problem(meta: Any) -> str:
+    """What is wrong with one safetensors header entry, or ``""``."""
+    if not isinstance(meta, dict):
+        return f"is a {type(meta).__name__}, not an object with dtype, shape and data_offsets"
+    missing = [k for k in ("dtype", "shape", "data_offsets") if k not in meta]
+    if missing:
+        return f"has no {', '.join(missing)}"
+    if not isinstance(meta["dtype"], str):
+        return f"has dtype {short(meta['dtype'])}, not a string such as 'F32'"
+    shape = meta["shape"]
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        return f"has shape {short(shape)}, not a list of non-negative integers"
+    offsets = meta["data_offsets"]
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]):
+        return f"has data_offsets {short(offsets)}, not [start, end] with 0 <= start <= end"
+    return ""
 
 
 def inspect_checkpoint(path: Path, *, expert: str = "?", validate: bool = True) -> Checkpoint:
@@ -192,9 +267,14 @@ def inspect_checkpoint(path: Path, *, expert: str = "?", validate: bool = True) 
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise ExpertError(f"expert {expert!r}: {index} is not a valid safetensors index ({exc}); re-save the checkpoint") from exc
+            data = json.loads(index.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError, OSError) as exc:
+            raise ExpertError(f"expert {expert!r}: {index} is not a valid safetensors index "
+                              f"({short(str(exc), 120)[1:-1]}); re-save the checkpoint") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ExpertError(f"expert {expert!r}: {index} is not a valid safetensors index (it needs an object "
+                              "'weight_map' of tensor name -> file name); re-save the checkpoint")
         files = [path / f for f in dict.fromkeys(weight_map.values())]
     else:
         files = sorted(path.glob("*.safetensors"))

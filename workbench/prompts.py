@@ -29,6 +29,7 @@ import pandas as pd
 
 from workbench._paths import atomic_write_bytes, data_dir
 from workbench.errors import PromptSetError, UnknownFormatError
+from workbench.safeio import short
 
 OnError = Literal["raise", "skip"]
 
@@ -56,6 +57,25 @@ class SkippedRow:
 
     def __str__(self) -> str:
         return f"{self.source} row {self.row}: {self.reason}"
+
+
+def _category_or_none(value: Any, as_str: bool = False) -> Any:
+    """A category value, or ``None`` when it is missing (None, NaN, NA) or blank text."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    return str(value) if as_str else value
+
+
+def _none_for_missing(col: pd.Series) -> pd.Series:
+    """``col`` as an object column with ``None`` wherever a value is missing (NaN, NA, None) or blank."""
+    col = col.astype(object)
+    missing = col.isna().to_numpy() | np.fromiter(
+        (isinstance(c, str) and not c.strip() for c in col), dtype=bool, count=len(col))
+    values = col.to_numpy(dtype=object, copy=True)
+    values[missing] = None
+    return pd.Series(values, index=col.index, dtype=object)
 
 
 def _is_missing(value: Any) -> bool:
@@ -123,6 +143,9 @@ class PromptSet:
                 f"{source} has duplicate ids {first}; ids must be unique — fix them or load with "
                 "on_error='skip' to keep the first occurrence"
             )
+        if "category" in df.columns:
+            # one representation of "no category": None (never NaN, never the string "nan" or "")
+            df["category"] = _none_for_missing(df["category"])
         cols = ["id", "text"] + [c for c in df.columns if c not in ("id", "text")]
         self.df = df[cols]
         self.name = name or "prompts"
@@ -159,7 +182,10 @@ class PromptSet:
 
     @property
     def categories(self) -> np.ndarray | None:
-        """Per-prompt category as an array of ``str`` (``None`` when the set has none)."""
+        """Per-prompt category as an object array (``None`` when the set has no category column).
+
+        A prompt without a category (a NaN, ``null`` or empty cell in the file) holds ``None``.
+        """
         if "category" not in self.df.columns:
             return None
         return self.df["category"].to_numpy(dtype=object)
@@ -327,7 +353,8 @@ class PromptSet:
         out["id"] = [None if _is_missing(v) else str(v) for v in ids]
         out["text"] = df[text].tolist()
         if category is not None and category in df.columns:
-            out["category"] = [None if _is_missing(v) else str(v) for v in df[category]]
+            out["category"] = pd.Series([_category_or_none(v, as_str=True) for v in df[category]],
+                                        index=out.index, dtype=object)
         for col in df.columns:
             if col not in (text, id, category) and col not in out.columns:
                 out[col] = df[col].tolist()
@@ -390,6 +417,7 @@ class PromptSet:
         require_category: bool = False,
         encoding: str = "utf-8",
         name: str | None = None,
+        allow_empty: bool = False,
     ) -> PromptSet:
         """Read a prompt file: JSONL, JSON (list of records), CSV/TSV or Parquet.
 
@@ -401,7 +429,41 @@ class PromptSet:
         on_error : {"raise", "skip"}
             ``"raise"`` (default) stops at bad rows with a message naming them; ``"skip"`` leaves
             them out, records them in :attr:`skipped` and warns.
+        allow_empty : bool
+            Accept a file that holds no prompts (an empty ``.jsonl``, a CSV with only its header,
+            or every row skipped) and return an empty set; by default that is a
+            :class:`PromptSetError`.
         """
+        ps = cls._read(path, format, text=text, id=id, category=category, on_error=on_error,
+                       require_category=require_category, encoding=encoding, name=name)
+        if len(ps) == 0 and not allow_empty:
+            if ps.skipped:
+                raise PromptSetError(
+                    f"{path} holds no usable prompts: all {len(ps.skipped)} rows were left out "
+                    f"(first: row {ps.skipped[0].row}: {short(ps.skipped[0].reason, 120)[1:-1]}); fix the file, or pass "
+                    "allow_empty=True to accept an empty set"
+                )
+            raise PromptSetError(
+                f"{path} holds no prompts; add at least one (JSONL: one {{\"text\": ...}} object per "
+                "line; CSV: rows under the header), check that it is the right file, or pass "
+                "allow_empty=True to accept an empty set"
+            )
+        return ps
+
+    @classmethod
+    def _read(
+        cls,
+        path: str | os.PathLike,
+        format: str | None = None,
+        *,
+        text: str = "text",
+        id: str = "id",
+        category: str | None = "category",
+        on_error: OnError = "raise",
+        require_category: bool = False,
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> PromptSet:
         _check_on_error(on_error)
         path = Path(path)
         if not path.exists():
@@ -450,7 +512,8 @@ class PromptSet:
                 raise PromptSetError(f"{path} must hold a JSON list of objects (records)")
             if data and "question_id" in data[0] and "pred" in data[0]:
                 return cls.from_mmlu_pro(path)
-            return cls.from_dataframe(pd.DataFrame.from_records(data), source=str(path), **kwargs)
+            df = pd.DataFrame.from_records(data) if data else pd.DataFrame({text: []})
+            return cls.from_dataframe(df, source=str(path), **kwargs)
         if fmt in ("csv", "tsv"):
             df, rows, skipped = _read_csv(path, encoding, on_error, sep="\t" if fmt == "tsv" else ",")
             return cls.from_dataframe(df, source=str(path), row_numbers=rows, skipped=skipped, **kwargs)

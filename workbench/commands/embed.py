@@ -54,13 +54,16 @@ def run(args) -> int:
     import time
 
     from workbench.embed import Embedder, save_embeddings
-    from workbench.errors import EmbedderError
+    from workbench.errors import EmbedderError, PromptSetError
+    from workbench.safeio import short
 
     if not args.out.endswith(".npz"):
-        raise EmbedderError(f"--out must end in .npz, got {args.out!r}")
-    prompts = load_source(args)
+        raise EmbedderError(f"--out must end in .npz, got {short(args.out)}")
+    prompts = load_source(args)  # an empty file is a PromptSetError ("... holds no prompts ...")
     for row in prompts.skipped:
         print(f"skipped: {row}", file=sys.stderr)
+    if len(prompts) == 0:  # pragma: no cover - the loaders refuse empty files already
+        raise PromptSetError(f"{args.source} holds no prompts; there is nothing to embed")
     emb = Embedder(args.model, pooling=args.pooling, instruction=args.instruction,
                    max_length=args.max_length, batch_size=args.batch_size, device=args.device,
                    cache=not args.no_cache, progress=False if args.quiet else None)
@@ -71,6 +74,10 @@ def run(args) -> int:
             "instruction": args.instruction, "max_length": args.max_length,
             "fingerprint": emb.fingerprint, "source": args.source, "name": prompts.name}
     save_embeddings(args.out, X, prompts, meta)
+    unlabelled = 0
+    if prompts.has_categories:  # partly labelled: the missing ones are written as missing, not "nan"
+        unlabelled = sum(c is None for c in prompts.categories)
     print(f"embedded {len(prompts)} prompts ({X.shape[1]} dims) in {seconds:.1f}s -> {args.out}"
-          + (f"; {len(prompts.skipped)} rows skipped" if prompts.skipped else ""))
+          + (f"; {len(prompts.skipped)} rows skipped" if prompts.skipped else "")
+          + (f"; {unlabelled} prompts without a category" if unlabelled else ""))
     return 0

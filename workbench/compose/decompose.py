@@ -19,6 +19,7 @@ from typing import Any
 from workbench.compose.graph import PLACEHOLDER, QueryGraph, SubQuery
 from workbench.compose.runner import Runner, call_runner
 from workbench.errors import DecomposeError, GraphError
+from workbench.safeio import short
 
 __all__ = ["RuleDecomposer", "LLMDecomposer", "DecomposeError", "DECOMPOSE_TEMPLATE", "GRAPH_SCHEMA", "graph_schema", "parse_graph_json",
            "get_decomposer"]
@@ -134,8 +135,8 @@ class RuleDecomposer:
                         parts.append((soft, sequential))
         merged: list[tuple[str, bool]] = []
         for part, sequential in parts:
-            short = len(part.split()) < self.min_words and not part.endswith(("?", "？"))
-            if merged and short:
+            is_short = len(part.split()) < self.min_words and not part.endswith(("?", "？"))
+            if merged and is_short:
                 merged[-1] = (f"{merged[-1][0]} {part}", merged[-1][1])
             else:
                 merged.append((part, sequential))
@@ -290,14 +291,35 @@ def parse_graph_json(text: str, query: str = "") -> QueryGraph:
     """
     if not isinstance(text, str) or not text.strip():
         raise GraphError("the decomposer's reply is empty; expected a JSON object with a 'nodes' list")
+    try:
+        return _parse_graph_json(text, query)
+    except GraphError:
+        raise
+    except RecursionError:
+        raise GraphError("the decomposer's reply nests brackets too deeply to be a query graph: "
+                         f"{short(text.strip())}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever else odd JSON makes the graph code raise is malformed
+        raise GraphError(f"the decomposer's reply is not a usable query graph ({type(exc).__name__}: "
+                         f"{short(str(exc))[1:-1]}): {short(text.strip())}") from None
+
+
+#: Most brackets of a reply tried as the start of the graph's JSON (prose before it has few).
+_MAX_JSON_STARTS = 1000
+
+
+def _parse_graph_json(text: str, query: str) -> QueryGraph:
     decoder = json.JSONDecoder()
     last_error = None
-    for m in re.finditer(r"[\[{]", text):
+    for n, m in enumerate(re.finditer(r"[\[{]", text)):
+        if n >= _MAX_JSON_STARTS:  # each failed try costs O(len(text)): bound the scan of a runaway reply
+            break
         try:
             data, _end = decoder.raw_decode(text, m.start())
         except json.JSONDecodeError as exc:
             last_error = exc
             continue
+        # a RecursionError (brackets nested past the interpreter's limit) propagates: every later
+        # bracket of the same run would hit it again, so the reply is given up at once
         if isinstance(data, dict) and "nodes" not in data:
             keyed = _nodes_from_keyed(data)
             if keyed is None:
@@ -307,9 +329,9 @@ def parse_graph_json(text: str, query: str = "") -> QueryGraph:
         if query and not graph.query:
             graph.query = query
         return graph
-    snippet = text.strip().replace("\n", " ")[:120]
     why = f" (JSON error: {last_error.msg})" if last_error is not None else ""
-    raise GraphError(f"no JSON object with a 'nodes' list in the decomposer's reply{why}: {snippet!r}")
+    raise GraphError(f"no JSON object with a 'nodes' list in the decomposer's reply{why}: "
+                     f"{short(text.strip().replace(chr(10), ' '), 120)}")
 
 
 class LLMDecomposer:
@@ -398,18 +420,18 @@ class LLMDecomposer:
                 continue
             try:
                 graph = parse_graph_json(reply, query)
-            except GraphError as exc:
-                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any unparsable reply is malformed output: retry
+                error = str(exc) if isinstance(exc, GraphError) else f"unusable reply ({type(exc).__name__})"
                 self.attempts.append({"attempt": attempt, "reply": reply, "error": error, "seconds": time.perf_counter() - t0})
                 continue
             self.attempts.append({"attempt": attempt, "reply": reply, "error": None, "seconds": time.perf_counter() - t0})
             for node in graph:
                 node.meta.setdefault("source", f"llm:{self.expert}")
             return graph
-        snippet = reply.strip().replace("\n", " ")[:160]
+        snippet = short(reply.strip().replace("\n", " "), 160)
         raise DecomposeError(
             f"the LLM decomposer (expert {self.expert!r}) gave no valid query graph in {self.max_attempts} "
-            f"attempt(s); last error: {error}; last reply: {snippet!r}. Fix: use a stronger expert for "
+            f"attempt(s); last error: {error}; last reply: {snippet}. Fix: use a stronger expert for "
             "decomposition, raise max_attempts, or use the rule-based decomposer (decomposer='rule')",
             self.attempts,
         )
