@@ -126,6 +126,11 @@ def write_tiny_llama(
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
+        # special tokens and ids past the word list decode to nothing: zero their output rows so
+        # greedy answers are words (an empty answer counts as an expert failure in the CoE)
+        words = set(range(len(tokenizer))) - set(tokenizer.all_special_ids)
+        dead = [i for i in range(vocab_size) if i not in words]
+        model.get_output_embeddings().weight[dead] = 0.0
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

@@ -240,8 +240,12 @@ def test_build_demo_bundle_wires_everything(tiny_bundle):
     assert frontier[0].budget_b <= bundle.budget_b <= frontier[-1].average_active_params_b
     assert bundle.registry.active("gen") == pytest.approx(bundle.experts.n_params("gen") / 1e9)
     answer = bundle.coe.generate("Solve 2x+3=11")
-    assert answer.trace.expert == bundle.mapping.expert_for(answer.trace.category)
-    assert answer.trace.new_tokens > 0 and answer.trace.error is None
+    t = answer.trace
+    assert t.routed_expert == bundle.mapping.expert_for(t.category)
+    if t.error is None:
+        assert t.expert == t.routed_expert and t.new_tokens > 0 and answer.text.strip()
+    else:  # experts trained 3 steps may say nothing: an empty answer is a failure, the fallback answers
+        assert "returned an empty answer" in t.error and t.used_fallback_expert and t.expert == "gen"
     assert "demo prompts: 768 in 12 categories" in bundle.summary()
     # second call: from the cache (same scores file, same map)
     stamp = next(bundle.experts.root.glob("live_scores-*.csv")).stat().st_mtime_ns

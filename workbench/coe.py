@@ -29,6 +29,7 @@ from typing import Any
 
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import ExpertError, MappingError, WorkbenchError
+from workbench.safeio import short
 
 __all__ = ["Answer", "CoE", "Route", "Trace", "ON_ERROR"]
 
@@ -119,6 +120,15 @@ class Answer:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _check_not_empty(expert: str, text: str, new_tokens: int | None) -> None:
+    """An empty answer is a failure of the expert (reported in the trace, the fallback answers)."""
+    if not str(text or "").strip():
+        made = f" after {new_tokens} new token(s)" if new_tokens is not None else ""
+        raise ExpertError(f"expert {expert!r} returned an empty answer{made}; it may be broken "
+                          "(corrupt weights, a wrong chat template or end token) or too small for "
+                          "this prompt")
 
 
 @dataclass(frozen=True)
@@ -232,9 +242,12 @@ class CoE:
         return X, time.perf_counter() - t0
 
     def _route_many(self, prompts: Sequence[str]) -> tuple[list[dict], float, float]:
+        from workbench.embed import check_prompt_length
+
         for p in prompts:
             if not isinstance(p, str) or not p.strip():
-                raise WorkbenchError(f"a prompt must be non-empty text, got {p!r}")
+                raise WorkbenchError(f"a prompt must be non-empty text, got {short(p)}")
+            check_prompt_length(p)  # before tokenizing: a 50 MB prompt would take minutes
         X, embed_s = self._embed(prompts)
         t0 = time.perf_counter()
         routing = self.router.route(X)
@@ -290,10 +303,15 @@ class CoE:
                 raise exc
             raise ExpertError(trace.error) from exc
 
+    def _generate_checked(self, expert: str, prompt: str, gen: dict):
+        out = self.pool.generate(expert, prompt, **gen)
+        _check_not_empty(expert, getattr(out, "text", ""), getattr(out, "new_tokens", None))
+        return out
+
     def _answer(self, prompt: str, trace: Trace, gen: dict, t_start: float) -> Answer:
         """Generate with the routed expert; on failure fall back / raise / report."""
         try:
-            out = self.pool.generate(trace.expert, prompt, **gen)
+            out = self._generate_checked(trace.expert, prompt, gen)
         except Exception as exc:  # noqa: BLE001 - any expert failure is reported, not fatal
             self._failed(trace, exc)
             if not self._can_fall_back(trace):
@@ -301,7 +319,7 @@ class CoE:
                 return Answer("", trace)
             trace.expert, trace.used_fallback_expert = self.fallback_expert, True
             try:
-                out = self.pool.generate(trace.expert, prompt, **gen)
+                out = self._generate_checked(trace.expert, prompt, gen)
             except Exception as exc2:  # noqa: BLE001
                 trace.error += f"; the fallback expert {trace.expert!r} failed too: " \
                                f"{type(exc2).__name__}: {exc2}"
@@ -352,6 +370,8 @@ class CoE:
                     chunks.append(chunk)
                     yield chunk
                 generation = getattr(stream, "generation", None)
+                _check_not_empty(trace.expert, generation.text if generation is not None else "".join(chunks),
+                                 getattr(generation, "new_tokens", None))
             except Exception as exc:  # noqa: BLE001
                 if trace.used_fallback_expert:
                     trace.error += f"; the fallback expert {trace.expert!r} failed too: " \

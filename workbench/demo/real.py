@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench._paths import atomic_write_text, data_dir
+from workbench._paths import atomic_write_text, data_dir, replace_dir
 from workbench._paths import cache_dir as _cache_dir
 from workbench.demo.tiny import (DemoError, _frame, data_fingerprint, parse_categories, read_spec,
                                  split_held_out)
@@ -225,10 +225,7 @@ def base_checkpoint(config: RealDemoConfig | None = None, *, root: str | os.Path
         "package_version": _package_version(config.base["module"]),
         "n_params": int(n_params), "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
     del model
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, folder)
+    replace_dir(tmp, folder)  # readers never see the folder missing
     if progress:
         print(f"base checkpoint ready in {time.perf_counter() - t0:.1f} s: {folder}", flush=True)
     return folder
@@ -368,14 +365,7 @@ def train_adapters(config: RealDemoConfig | None = None, prompts=None, *, seed: 
                 "generalist": config.generalist, "specialists": [e.name for e, _ in plan],
                 "info": info, "held_out_ids": held_out_ids, "train_ids": train_ids}
     atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1))
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return out_dir
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench._paths import atomic_write_text, data_dir
+from workbench._paths import atomic_write_text, data_dir, replace_dir
 from workbench._paths import cache_dir as _cache_dir
 from workbench.errors import DemoError
 from workbench.livescore import encode_pair
@@ -132,8 +132,11 @@ _ARCH_KEYS = {"hidden_size", "num_hidden_layers", "intermediate_size", "num_atte
 
 
 def read_spec(path: str | os.PathLike | Mapping | None, default: Path, what: str) -> tuple[Any, str]:
-    """``(parsed YAML, source name)`` of a spec file, or of an already parsed mapping."""
-    import yaml
+    """``(parsed YAML, source name)`` of a spec file, or of an already parsed mapping.
+
+    YAML aliases and duplicate keys are refused (:func:`workbench.safeio.load_yaml`).
+    """
+    from workbench.safeio import read_yaml_file
 
     if isinstance(path, Mapping):
         return dict(path), "<dict>"
@@ -141,10 +144,7 @@ def read_spec(path: str | os.PathLike | Mapping | None, default: Path, what: str
     if not file.is_file():
         raise DemoError(f"{what} file {file} does not exist; pass the path of a YAML file like "
                         f"data/{default.name}")
-    try:
-        return yaml.safe_load(file.read_text(encoding="utf-8")) or {}, str(file)
-    except yaml.YAMLError as exc:
-        raise DemoError(f"{file} is not valid YAML: {exc}") from None
+    return read_yaml_file(file, error=DemoError, what=f"{what} file") or {}, str(file)
 
 
 def parse_categories(cats: Any, where: str) -> list[str] | None:
@@ -635,10 +635,7 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
                 "generation": config.generation, "info": info, "train_ids": train_ids,
                 "held_out_ids": held_out_ids, "spec_source": config.source}
     atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1))
-    if root.exists():
-        shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)
+    replace_dir(tmp, root)  # readers never see the folder missing
     result = _load_manifest(root)
     assert result is not None
     return result

@@ -31,6 +31,33 @@ def _enforcer_tokenizer_data(tokenizer):
     return TokenEnforcerTokenizerData(regular, decode, eos, False, vocab_size)
 
 
+def _finite_logits_check(name: str):
+    """A logits processor that stops generation when the model's logits are not finite.
+
+    Greedy decoding of NaN logits silently picks token 0 (often the end token: an empty answer);
+    this turns that into an :class:`ExpertError` the CoE reports in the trace (and falls back on).
+    The check costs one ``isfinite`` over the vocabulary per token.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class FiniteLogits(LogitsProcessor):
+        def __init__(self) -> None:
+            self.step = 0
+
+        def __call__(self, input_ids, scores):
+            self.step += 1
+            # masks write -inf on purpose; NaN anywhere, or no finite logit in a row, is broken
+            if bool(torch.isnan(scores).any()) or not bool(torch.isfinite(scores).any(dim=-1).all()):
+                raise ExpertError(
+                    f"expert {name!r} produced non-finite logits (NaN/inf) at new token {self.step}; "
+                    "its weights are probably corrupt (a bad checkpoint, an fp16 overflow): "
+                    "reload or re-download it, or try dtype float32")
+            return scores
+
+    return FiniteLogits()
+
+
 class Generating:
     """The pool's generation methods (mixed into :class:`~workbench.experts.ExpertPool`)."""
 
@@ -113,6 +140,8 @@ class Generating:
             kwargs["prefix_allowed_tokens_fn"] = self._json_constraint(loaded, schema)
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = int(max_new_tokens)
+        processors = list(kwargs.pop("logits_processor", None) or [])
+        kwargs["logits_processor"] = [*processors, _finite_logits_check(loaded.name)]
         if not kwargs.get("do_sample"):
             for key in ("temperature", "top_p", "top_k"):
                 kwargs.pop(key, None)
