@@ -240,6 +240,116 @@ def test_serve_on_localhost_without_cdn(bundle):
         server.stop()
 
 
+def _get(url: str, host: str | None = None, cookie: str | None = None):
+    """(status, body, headers) of a GET without following redirects."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    headers = {"Host": host or f"{u.hostname}:{u.port}"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn.request("GET", u.path + (f"?{u.query}" if u.query else ""), headers=headers)
+    r = conn.getresponse()
+    out = r.status, r.read().decode("utf-8", "replace"), dict(r.getheaders())
+    conn.close()
+    return out
+
+
+def _wait_up(url: str, **kw):
+    for _ in range(150):
+        try:
+            return _get(url, **kw)
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not answer")
+
+
+def test_served_app_checks_the_host_header_and_builds_tabs_lazily(bundle, tmp_path, monkeypatch):
+    """Page requests build only the shells (no panel, no autosave); a foreign Host gets 403."""
+    import workbench.app as app_module
+    from workbench.ui import mapping_editor
+
+    built: list[str] = []
+    real = dict(app_module.TABS)
+    monkeypatch.setattr(app_module, "TABS", {n: (lambda f, n=n: lambda s: built.append(n) or f(s))(f)
+                                             for n, f in real.items()})
+    monkeypatch.setattr(mapping_editor, "_sessions_dir", lambda: tmp_path)
+    port = _free_port()
+    server = app_module.serve(port=port, bundle=bundle, threaded=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        status, page, _ = _wait_up(url)
+        assert status == 200 and "<title>CoE Workbench</title>" in page
+        for _ in range(5):
+            assert _get(url)[0] == 200
+        assert _get(url, host=f"localhost:{port}")[0] == 200
+        assert built == []  # no browser showed a tab: nothing heavy was built
+        assert list(tmp_path.glob("mapping-*.json")) == []  # and no session wrote an autosave
+        status, body, _ = _get(url, host="attacker.example")  # a DNS-rebinding page's request
+        assert status == 403
+        assert _get(url + "coe-login", host="attacker.example")[0] == 403
+    finally:
+        server.stop()
+
+
+def test_served_app_with_a_token_asks_for_it_once(bundle):
+    from workbench.app import TOKEN_COOKIE, serve
+
+    port = _free_port()
+    server = serve(port=port, bundle=bundle, threaded=True, token="s3cret-token")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        status, _, headers = _wait_up(url)
+        assert status in (302, 303) and "coe-login" in headers.get("Location", "")
+        status, page, _ = _get(f"http://127.0.0.1:{port}/coe-login")
+        assert status == 200 and "access token" in page and "s3cret" not in page
+        assert _get(url + "?token=wrong")[0] in (302, 303)
+        status, page, headers = _get(url + "?token=s3cret-token")
+        assert status == 200 and "<title>CoE Workbench</title>" in page
+        cookie = headers.get("Set-Cookie", "")
+        assert cookie.startswith(TOKEN_COOKIE + "=") and "s3cret-token" not in cookie
+        assert "httponly" in cookie.lower()
+        status, page, _ = _get(url, cookie=cookie.split(";")[0])  # the cookie is enough afterwards
+        assert status == 200 and "<title>CoE Workbench</title>" in page
+    finally:
+        server.stop()
+
+
+def test_lazy_app_builds_a_tab_on_first_access(bundle):
+    from workbench.app import create_app
+
+    app = create_app(bundle, tabs=("Chat", "Tiers"))
+    # outside a served session the first tab is built at once; the others wait for a visit
+    from workbench.ui.tiers import TierPanel
+
+    tiers_holder = app.tabs.objects[1]
+    placeholder = tiers_holder.objects[0]
+    assert "coe-loading" in placeholder.object and "coe-loading" not in str(app.tabs.objects[0].objects[0])
+    app.tabs.active = 1  # the browser shows Tiers
+    assert tiers_holder.objects[0] is not placeholder
+    assert isinstance(app.views["Tiers"], TierPanel)
+    assert app.views["Chat"] is app.views["Chat"]  # built once
+
+
+def test_serve_command_refuses_a_busy_port_with_a_clear_message(capsys):
+    from argparse import Namespace
+
+    from workbench.commands.serve import serve_bundle
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = Namespace(address="127.0.0.1", port=port, show=False, token=None, allow_host=[],
+                         files=None)
+        assert serve_bundle(object(), args) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and "--port" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_live_coe_notebook_runs_top_to_bottom():
     """notebooks/04_live_coe.ipynb with small defaults (builds the demo bundle if not cached)."""

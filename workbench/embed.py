@@ -292,8 +292,8 @@ class EmbeddingCache:
             if isinstance(got, str):
                 if got:  # an old-format shard is a plain miss: removed without a warning
                     if got is not _OLD_FORMAT:
-                            warnings.warn(f"ignoring the embedding cache shard {shard}: {got}; its texts are "
-                                      "embedded again", stacklevel=4)
+                        warnings.warn(f"ignoring the embedding cache shard {shard}: {got}; its texts "
+                                      "are embedded again", stacklevel=4)
                     try:
                         shard.unlink()
                     except OSError:
