@@ -55,3 +55,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+#: categories and experts of the small map-editor bundle below
+EDITOR_CATS = ["math", "law", "code", "chat"]
+EDITOR_EXPERTS = ["small", "mid", "big"]
+
+
+@pytest.fixture
+def map_editor_bundle():
+    """A small bundle for the mapping editor: seeded scores where expert quality differs by
+    category (so the optimum is a real mix), a registry and a map of four categories."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from workbench.mapping import CategoryExpertMap
+    from workbench.registry import ModelRegistry
+    from workbench.scores import ExpertScores
+
+    rng = np.random.default_rng(0)
+    cats = np.repeat(EDITOR_CATS, 25)
+    p = {"math": [0.2, 0.5, 0.9], "law": [0.5, 0.55, 0.6], "code": [0.3, 0.8, 0.85],
+         "chat": [0.7, 0.7, 0.75]}
+    vals = np.vstack([(rng.random(3) < np.array(p[c])).astype(float) for c in cats])
+    scores = ExpertScores(vals, [f"p{i}" for i in range(len(cats))], EDITOR_EXPERTS, cats)
+    registry = ModelRegistry({"small": 1.0, "mid": 3.0, "big": 10.0})
+    mapping = CategoryExpertMap({**{c: "small" for c in EDITOR_CATS}, "fallback": "big"},
+                                experts=registry, categories=EDITOR_CATS)
+    return SimpleNamespace(mapping=mapping, scores=scores, registry=registry)

@@ -357,3 +357,15 @@ def test_chat_budget_parsing_and_bad_arguments(capsys):
     assert "must be positive" in capsys.readouterr().err
     assert main(["chat", "--map", "m.yaml"]) == 2
     assert "missing --experts, --router" in capsys.readouterr().err
+
+
+def test_with_mapping_shares_the_heavy_objects_and_routes_with_its_own_map(checkpoints, router):
+    pool = make_pool(checkpoints)
+    coe = make_coe(pool, router)
+    other = coe.with_mapping(make_map(math="beta"))
+    assert other.pool is coe.pool and other.router is coe.router and other.embedder is coe.embedder
+    assert other.route("Solve 2x + 3 = 11").expert == "beta"
+    assert coe.route("Solve 2x + 3 = 11").expert == "alpha"  # the original map is untouched
+    with pytest.raises(MappingError, match="does not hold"):
+        coe.with_mapping(make_map(math="nobody"))
+    pool.close()

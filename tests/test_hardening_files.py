@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from workbench.errors import DemoError, ExpertError, MappingError, RegistryError
@@ -22,7 +20,6 @@ from workbench.safeio import (
     short,
     short_list,
 )
-from workbench.scores import ExpertScores
 
 CATS = ["math", "law", "code", "chat"]
 EXPERTS = ["small", "mid", "big"]
@@ -52,15 +49,8 @@ def _bounded(fn, *args, **kwargs):
 
 
 @pytest.fixture
-def bundle():
-    rng = np.random.default_rng(0)
-    cats = np.repeat(CATS, 10)
-    vals = (rng.random((len(cats), 3)) < 0.6).astype(float)
-    scores = ExpertScores(vals, [f"p{i}" for i in range(len(cats))], EXPERTS, cats)
-    registry = ModelRegistry({"small": 1.0, "mid": 3.0, "big": 10.0})
-    mapping = CategoryExpertMap({**{c: "small" for c in CATS}, "fallback": "big"},
-                                experts=registry, categories=CATS)
-    return SimpleNamespace(mapping=mapping, scores=scores, registry=registry)
+def bundle(map_editor_bundle):
+    return map_editor_bundle
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 
 from workbench.errors import InfeasibleBudgetError, MappingError
 from workbench.mapping import CategoryExpertMap, optimize_mapping
-from workbench.registry import ModelRegistry
 from workbench.scores import ExpertScores
 
 pytest.importorskip("panel")
@@ -26,18 +25,8 @@ EXPERTS = ["small", "mid", "big"]
 
 
 @pytest.fixture
-def bundle():
-    rng = np.random.default_rng(0)
-    cats = np.repeat(CATS, 25)
-    # expert quality differs by category so the optimum is a real mix
-    p = {"math": [0.2, 0.5, 0.9], "law": [0.5, 0.55, 0.6], "code": [0.3, 0.8, 0.85],
-         "chat": [0.7, 0.7, 0.75]}
-    vals = np.vstack([(rng.random(3) < np.array(p[c])).astype(float) for c in cats])
-    scores = ExpertScores(vals, [f"p{i}" for i in range(len(cats))], EXPERTS, cats)
-    registry = ModelRegistry({"small": 1.0, "mid": 3.0, "big": 10.0})
-    mapping = CategoryExpertMap({**{c: "small" for c in CATS}, "fallback": "big"},
-                                experts=registry, categories=CATS)
-    return SimpleNamespace(mapping=mapping, scores=scores, registry=registry)
+def bundle(map_editor_bundle):
+    return map_editor_bundle
 
 
 @pytest.fixture

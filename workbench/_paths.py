@@ -64,15 +64,21 @@ def clean_orphan_temps(folder: str | os.PathLike, name: str, *,
     Returns the removed paths. A save in progress in another process is younger than the limit,
     so it is never touched.
     """
+    return remove_older_than(folder, f".{name}.*.tmp", older_than_s)
+
+
+def remove_older_than(folder: str | os.PathLike, pattern: str, older_than_s: float) -> list[Path]:
+    """Remove the files in ``folder`` matching ``pattern`` not modified for ``older_than_s``
+    seconds; returns the removed paths (files that vanish or cannot be removed are skipped)."""
     import time
 
     removed = []
     now = time.time()
-    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+    for path in Path(folder).glob(pattern):
         try:
-            if now - tmp.stat().st_mtime > older_than_s:
-                tmp.unlink()
-                removed.append(tmp)
+            if now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed.append(path)
         except OSError:
             continue
     return removed

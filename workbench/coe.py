@@ -192,6 +192,15 @@ class CoE:
         self.prefetch_next = bool(prefetch_next)
         self.check()
 
+    def with_mapping(self, mapping) -> CoE:
+        """A CoE over the same embedder, router and pool that routes with ``mapping`` (checked).
+
+        What the app gives each browser session: the heavy objects are shared, the map is the
+        session's own, so an edit in one session never changes another's routing.
+        """
+        return CoE(self.embedder, self.router, mapping, self.pool, on_error=self.on_error,
+                   fallback_expert=self._fallback_expert, prefetch_next=self.prefetch_next)
+
     # ---------------------------------------------------------------------------- validation
     @property
     def fallback_expert(self) -> str:

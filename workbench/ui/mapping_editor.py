@@ -96,18 +96,10 @@ def clean_autosaves(older_than_s: float = AUTOSAVE_MAX_AGE_S, folder: str | os.P
     Returns the removed paths. Autosaves exist only for sessions that edited their map; save a map
     you want to keep with :meth:`MappingEditorModel.save`.
     """
-    import time
+    from workbench._paths import remove_older_than
 
-    root = Path(folder) if folder is not None else _sessions_dir()
-    now, removed = time.time(), []
-    for path in root.glob("mapping-*.json"):
-        try:
-            if now - path.stat().st_mtime > older_than_s:
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            continue
-    return removed
+    return remove_older_than(Path(folder) if folder is not None else _sessions_dir(),
+                             "mapping-*.json", older_than_s)
 
 
 class MappingEditorModel(param.Parameterized):
