@@ -80,11 +80,14 @@ def test_create_app_has_a_tab_per_panel(bundle):
     app = create_app(bundle)
     names = [str(n) for n in app.tabs._names]
     assert names == ["Explore", "Mapping", "Chat", "Tiers", "Compose"]
+    from workbench.ui.compose_view import ComposePanel
+    from workbench.ui.mapping_editor_views import MappingEditorPanel
+
     assert isinstance(app.views["Chat"], ChatPanel) and isinstance(app.views["Tiers"], TierPanel)
-    for name, view in app.views.items():  # a tab is a real panel, or says what is missing
-        obj = getattr(view, "object", None)
-        if isinstance(obj, str) and "coe-missing" in obj:
-            assert f"{name} is not available" in obj and ("workbench.ui" in obj or "failed" in obj)
+    assert isinstance(app.views["Mapping"], MappingEditorPanel)
+    assert isinstance(app.views["Compose"], ComposePanel)
+    for name, view in app.views.items():  # every tab of this bundle is a real panel
+        assert "coe-missing" not in str(getattr(view, "object", "")), f"{name} is a placeholder"
     with pytest.raises(Exception, match="unknown tab"):
         create_app(bundle, tabs=("Chat", "Nope"))
     assert [str(n) for n in create_app(bundle, tabs=("Tiers", "Chat")).tabs._names] == ["Tiers", "Chat"]
@@ -96,9 +99,7 @@ def test_sessions_do_not_see_each_others_edits(bundle):
     one, two = create_app(bundle), create_app(bundle)
     assert one.bundle.pool is two.bundle.pool is bundle.pool  # heavy objects shared
     assert one.bundle.mapping is not two.bundle.mapping is not bundle.mapping
-    editor = getattr(one.views["Mapping"], "model", None)
-    if editor is None:
-        pytest.skip("the Mapping tab is a placeholder (workbench.ui.mapping_editor missing)")
+    editor = one.views["Mapping"].model
     assert one.bundle.mapping is editor.mapping  # the session's chat routes with the editor's map
     editor.set_expert("math", "tiny-b")
     assert one.bundle.mapping.expert_for("math") == "tiny-b"
@@ -365,3 +366,16 @@ def test_live_coe_notebook_runs_top_to_bottom():
                  for cell in nb.cells for out in cell.get("outputs", []))
     assert 'default_view._url = "data:text/css,"' in js  # assets inlined with the offline patch
     assert "ChatPanel" in text and "TierPanel" in text
+
+
+def test_a_tab_that_cannot_be_built_says_why_and_the_others_work(bundle):
+    import dataclasses
+
+    from workbench.app import create_app
+    from workbench.ui.chat import ChatPanel
+
+    app = create_app(dataclasses.replace(bundle, scores=None), tabs=("Mapping", "Chat"))
+    text = app.views["Mapping"].object
+    assert "coe-missing" in text and "Mapping is not available" in text
+    assert "the bundle has no scores" in text  # the real reason, escaped, never a traceback
+    assert isinstance(app.views["Chat"], ChatPanel)
