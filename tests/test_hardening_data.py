@@ -448,3 +448,23 @@ def test_helpers_do_not_quote_huge_values():
     with pytest.raises(PlacementError) as info:
         parse_size("9" * 10_000 + "parsecs")
     assert len(str(info.value)) < 400
+
+
+def test_graph_errors_quote_model_output_in_bounded_form():
+    """A model's reply can be huge: graph errors quote its ids and lists in ~80 characters."""
+    from workbench.compose.graph import QueryGraph
+    from workbench.errors import GraphError
+
+    long_id = "q" * 5000
+    cases = [
+        {"nodes": [{"id": "q1", "text": "a"}, {"id": "q2", "text": "b", "depends_on": [long_id]}]},
+        {"nodes": [{"id": "q1", "text": "a", "depends_on": "x" * 5000}]},
+        {"nodes": [["not", "an", "object"] * 2000]},
+        {"nodes": [{"id": long_id, "text": "a"}, {"id": long_id, "text": "b"}]},
+    ]
+    for data in cases:
+        with pytest.raises(GraphError) as err:
+            QueryGraph.from_dict(data)
+        msg = str(err.value)
+        assert len(msg) < 400, msg[:200]
+        assert "qqqqqqqqqq" * 20 not in msg and "xxxxxxxxxx" * 20 not in msg

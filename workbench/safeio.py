@@ -35,12 +35,20 @@ MAX_QUOTE = 80
 #: largest user text file (YAML/JSON map, spec, registry) read whole; larger ones are refused
 MAX_USER_FILE_BYTES = 16 * 2**20
 
-_repr = reprlib.Repr()
-_repr.maxstring = MAX_QUOTE - 6
-_repr.maxother = MAX_QUOTE - 6
-_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 6
-_repr.maxdict = 4
-_repr.maxlevel = 2
+_REPRS: dict[int, reprlib.Repr] = {}
+
+
+def _repr_for(limit: int) -> reprlib.Repr:
+    """A ``reprlib.Repr`` whose strings and other reprs fit in about ``limit`` characters."""
+    r = _REPRS.get(limit)
+    if r is None:
+        r = reprlib.Repr()
+        r.maxstring = r.maxother = max(limit - 6, 8)
+        r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = 6
+        r.maxdict = 4
+        r.maxlevel = 2
+        _REPRS[limit] = r
+    return r
 
 
 def short(value: Any, limit: int = MAX_QUOTE) -> str:
@@ -49,7 +57,7 @@ def short(value: Any, limit: int = MAX_QUOTE) -> str:
     Use it wherever an error message quotes a value that came from a user file or argument.
     """
     try:
-        text = _repr.repr(value)
+        text = _repr_for(int(limit)).repr(value)
     except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
         text = f"<{type(value).__name__}>"
     if len(text) > limit:

@@ -415,13 +415,14 @@ class LLMDecomposer:
             try:
                 reply = call_runner(self.runner, self.expert, prompt, **self.generation(query)).text
             except Exception as exc:  # the expert itself failed: counts as an attempt
-                reply, error = "", f"expert {self.expert!r} failed: {exc}"
+                reply, error = "", f"expert {self.expert!r} failed: {short(str(exc), 200)[1:-1]}"
                 self.attempts.append({"attempt": attempt, "reply": reply, "error": error, "seconds": time.perf_counter() - t0})
                 continue
             try:
                 graph = parse_graph_json(reply, query)
             except Exception as exc:  # noqa: BLE001 - any unparsable reply is malformed output: retry
-                error = str(exc) if isinstance(exc, GraphError) else f"unusable reply ({type(exc).__name__})"
+                error = (short(str(exc), 300)[1:-1] if isinstance(exc, GraphError)
+                         else f"unusable reply ({type(exc).__name__})")
                 self.attempts.append({"attempt": attempt, "reply": reply, "error": error, "seconds": time.perf_counter() - t0})
                 continue
             self.attempts.append({"attempt": attempt, "reply": reply, "error": None, "seconds": time.perf_counter() - t0})

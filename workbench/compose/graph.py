@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.errors import GraphError
+from workbench.safeio import short, short_list
 
 __all__ = ["SubQuery", "QueryGraph", "PLACEHOLDER", "critical_path"]
 
@@ -108,7 +109,7 @@ class QueryGraph:
         for i, node in enumerate(nodes):
             node = node if isinstance(node, SubQuery) else _node_from_dict(node, i)
             if node.id in self.nodes:
-                raise GraphError(f"two nodes have the id {node.id!r}; node ids must be unique (rename one, e.g. {node.id!r}-2)")
+                raise GraphError(f"two nodes have the id {short(node.id)}; node ids must be unique (rename one, e.g. {short(node.id)}-2)")
             self.nodes[node.id] = node
         if validate:
             self.validate()
@@ -126,7 +127,7 @@ class QueryGraph:
         if not isinstance(data, Mapping):
             raise GraphError(f"a query graph must be a JSON object with a 'nodes' list, got {type(data).__name__}")
         if "nodes" not in data:
-            raise GraphError(f"a query graph needs a 'nodes' list; got keys {sorted(map(str, data))}")
+            raise GraphError(f"a query graph needs a 'nodes' list; got keys {short_list(sorted(map(str, data)), quote=True)}")
         nodes = data["nodes"]
         if not isinstance(nodes, list):
             raise GraphError(f"'nodes' must be a list of sub-query objects, got {type(nodes).__name__}")
@@ -164,20 +165,20 @@ class QueryGraph:
         known = list(self.nodes)
         for node in self.nodes.values():
             if not _ID.match(node.id):
-                raise GraphError(f"node id {node.id!r} is not allowed; use letters, digits, '_', '-' or '.' (e.g. 'q1')")
+                raise GraphError(f"node id {short(node.id)} is not allowed; use letters, digits, '_', '-' or '.' (e.g. 'q1')")
             if not isinstance(node.text, str) or not node.text.strip():
-                raise GraphError(f"node {node.id!r} has an empty sub-query; give it the question it should answer")
+                raise GraphError(f"node {short(node.id)} has an empty sub-query; give it the question it should answer")
             if not isinstance(node.depends_on, list) or not all(isinstance(d, str) for d in node.depends_on):
-                raise GraphError(f"node {node.id!r}: depends_on must be a list of node ids, got {node.depends_on!r}")
+                raise GraphError(f"node {short(node.id)}: depends_on must be a list of node ids, got {short(node.depends_on)}")
             for dep in node.depends_on:
                 if dep not in self.nodes:
-                    raise GraphError(f"node {node.id!r} depends on unknown node {dep!r}; known nodes: {', '.join(known)}")
+                    raise GraphError(f"node {short(node.id)} depends on unknown node {short(dep)}; known nodes: {short_list(known)}")
             for ref in node.placeholders:
                 if ref not in self.nodes:
-                    raise GraphError(f"node {node.id!r} uses placeholder {{{{{ref}}}}} but there is no node {ref!r}; "
-                                     f"known nodes: {', '.join(known)}")
+                    raise GraphError(f"node {short(node.id)} uses placeholder {{{{{ref}}}}} but there is no node {short(ref)}; "
+                                     f"known nodes: {short_list(known)}")
             if node.id in node.dependencies:
-                raise GraphError(f"node {node.id!r} depends on itself; remove {node.id!r} from its depends_on/placeholders")
+                raise GraphError(f"node {short(node.id)} depends on itself; remove {short(node.id)} from its depends_on/placeholders")
         cycle = self._find_cycle()
         if cycle:
             raise GraphError(f"the query graph has a cycle: {' needs '.join(cycle)}; a sub-query cannot (indirectly) "
@@ -224,7 +225,7 @@ class QueryGraph:
         try:
             return self.nodes[node_id]
         except KeyError:
-            raise GraphError(f"no node {node_id!r}; known nodes: {', '.join(self.nodes)}") from None
+            raise GraphError(f"no node {short(node_id)}; known nodes: {short_list(self.nodes)}") from None
 
     def __repr__(self) -> str:
         return f"QueryGraph({len(self)} nodes, depth={self.depth}, width={self.width}, query={self.query[:40]!r})"
@@ -315,7 +316,7 @@ class QueryGraph:
         def sub(match: re.Match) -> str:
             ref = match.group(1)
             if ref not in answers:
-                raise GraphError(f"node {node_id!r} needs the answer of {ref!r}, which is not available yet; "
+                raise GraphError(f"node {short(node_id)} needs the answer of {short(ref)}, which is not available yet; "
                                  "run nodes in dependency order (QueryGraph.order())")
             return str(answers[ref]).strip()
 
@@ -366,21 +367,21 @@ def critical_path(dependencies: Mapping[str, Iterable[str]], durations: Mapping[
 
 def _node_from_dict(data: Any, index: int) -> SubQuery:
     if not isinstance(data, Mapping):
-        raise GraphError(f"node #{index + 1} must be an object with 'id' and 'text', got {type(data).__name__}: {data!r:.80}")
+        raise GraphError(f"node #{index + 1} must be an object with 'id' and 'text', got {type(data).__name__}: {short(data)}")
     nid = data.get("id", f"q{index + 1}")
     nid = str(nid).strip()
     text = data.get("text", data.get("query", data.get("question")))
     if text is None:
-        raise GraphError(f"node {nid!r} (#{index + 1}) has no 'text'; give each node the sub-query it should answer")
+        raise GraphError(f"node {short(nid)} (#{index + 1}) has no 'text'; give each node the sub-query it should answer")
     if not isinstance(text, str):
-        raise GraphError(f"node {nid!r}: 'text' must be a string, got {type(text).__name__}")
+        raise GraphError(f"node {short(nid)}: 'text' must be a string, got {type(text).__name__}")
     deps = data.get("depends_on", data.get("dependencies", []))
     if deps is None:
         deps = []
     if isinstance(deps, (str, int)):
         deps = [deps]
     if not isinstance(deps, list):
-        raise GraphError(f"node {nid!r}: depends_on must be a list of node ids, got {deps!r}")
+        raise GraphError(f"node {short(nid)}: depends_on must be a list of node ids, got {short(deps)}")
     known = {"id", "text", "query", "question", "depends_on", "dependencies", "expert", "category", "meta"}
     meta = dict(data.get("meta") or {})
     meta.update({k: v for k, v in data.items() if k not in known})
