@@ -1,9 +1,10 @@
-"""The pool's eviction policy: least recently used first, GPU -> CPU -> dropped; never pinned or in-use experts (a mixin)."""
+"""Executing the pool's eviction plans (the policy itself is the pure :mod:`workbench.experts.plan`): drop or demote copies (a mixin)."""
 from __future__ import annotations
 
 import time
 
 from workbench.experts.entry import _Entry
+from workbench.experts.plan import ExpertState, plan_room
 from workbench.placement import (
     copy_state,
     drop_weights,
@@ -41,52 +42,71 @@ class Evicting:
             self._record(entry.spec.name, "evict", tier, to, nbytes, time.perf_counter() - t0, detail)
         return nbytes
 
-    def _evictable(self, tier: str, exclude: _Entry) -> list[_Entry]:
-        out = [
-            e for e in self._entries.values()
-            if e is not exclude and not e.pinned and e.in_use == 0 and not e.loading
-            and ((tier == "gpu" and (e.gpu_model is not None or (e.split_model is not None and e.placement.bytes_per_tier["gpu"])))
-                 or (tier == "cpu" and (e.cpu_model is not None or (e.split_model is not None and e.placement.bytes_per_tier["cpu"]))))
-        ]
-        return sorted(out, key=lambda e: e.tick)
+    # -- planning (pure, workbench.experts.plan) and executing -----------------------------------
+    def _state(self, entry: _Entry) -> ExpertState:
+        """``entry`` as plain numbers for the planner; caller holds the lock."""
+        def merged(tier: str) -> int:
+            got = entry.merged.get(tier)
+            return sum(t.numel() * t.element_size() for t in got[1].values()) if got else 0
+
+        gpu = entry.nbytes + merged("gpu") if entry.gpu_model is not None else 0
+        cpu = entry.nbytes + merged("cpu") if entry.cpu_model is not None else 0
+        split = None
+        if entry.split_model is not None and entry.placement is not None:
+            split = {t: int(entry.placement.bytes_per_tier.get(t, 0)) for t in ("gpu", "cpu")}
+        full = {"gpu": gpu, "cpu": cpu}
+        extra = {t: entry.bytes_on(t) - full[t] - (split or {}).get(t, 0) for t in ("gpu", "cpu")}
+        return ExpertState(
+            entry.spec.name, entry.nbytes, gpu=gpu, cpu=cpu, split=split, extra=extra,
+            pinned=entry.pinned, busy=bool(entry.in_use or entry.loading), tick=entry.tick,
+            largest_module_bytes=entry.largest_module_bytes,
+            split_on_disk=bool(split is not None and entry.placement.bytes_per_tier.get("disk", 0)))
+
+    def _snapshot(self) -> list[ExpertState]:
+        return [self._state(e) for e in self._entries.values()]
+
+    def _budgets(self) -> dict[str, int]:
+        return {"gpu": int(self.gpu_budget), "cpu": int(self.cpu_budget)}
+
+    def _execute(self, evictions) -> None:
+        """Carry out a plan's evictions in order; caller holds the lock."""
+        for ev in evictions:
+            victim = self._entries[ev.expert]
+            detail = f"LRU: making room on {ev.tier}"
+            if ev.action == "demote":
+                self._demote_gpu(victim)
+            elif ev.action == "drop-split":
+                self._drop(victim, "split", detail=detail)
+            elif ev.action == "drop-gpu":
+                self._drop(victim, "gpu", detail=detail)
+            else:
+                self._drop(victim, "cpu", detail=detail)
+        # Freed CPU pages go back to the OS after the load that follows (see _hold), so that load
+        # reuses them without page faults. On the GPU, freed blocks stay in torch's caching allocator for
+        # the next expert (memory_allocated drops); evict()/close() also empty the CUDA cache.
 
     def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
         """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
-        budget = self.gpu_budget if tier == "gpu" else self.cpu_budget
-        while budget - self.tracked_bytes(tier) < need:
-            victims = self._evictable(tier, exclude)
-            if not victims:
-                return False
-            victim = victims[0]
-            if tier == "gpu":
-                if victim.split_model is not None:
-                    self._drop(victim, "split", detail="LRU: making room on gpu")
-                else:
-                    self._demote_gpu(victim, exclude)
-            else:
-                kind = "split" if victim.split_model is not None else "cpu"
-                self._drop(victim, kind, detail="LRU: making room on cpu")
-        # Freed CPU pages go back to the OS after the load that follows (see _switch_in), so that load
-        # reuses them without page faults. On the GPU, freed blocks stay in torch's caching allocator for
-        # the next expert (memory_allocated drops); evict()/close() also empty the CUDA cache.
-        return True
+        plan = plan_room(self._snapshot(), self._budgets(), tier, need, exclude.spec.name)
+        self._execute(plan.evictions)
+        return plan.ok
 
-    def _demote_gpu(self, victim: _Entry, exclude: _Entry) -> None:
-        """GPU -> CPU (free when a CPU copy exists, else a device->host copy if the CPU budget allows)."""
-        if victim.cpu_model is None and victim.nbytes <= self.cpu_budget and self._make_room("cpu", victim.nbytes, exclude):
-            t0 = time.perf_counter()
-            try:
-                state = copy_state(victim.gpu_model, "cpu")
-                victim.cpu_model = self._materialise(victim, state, "cpu")
-                if "gpu" in victim.merged:  # the copy carries the merged adapter: so does its restore copy
-                    who, originals = victim.merged["gpu"]
-                    victim.merged["cpu"] = (who, {k: v.to("cpu") for k, v in originals.items()})
-                self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
-                             "LRU: demoted to the CPU tier")
-                drop_weights(victim.gpu_model)
-                victim.gpu_model = None
-                return
-            except Exception as exc:  # fall back to dropping
-                victim.cpu_model = None
-                self._record(victim.spec.name, "error", "gpu", "cpu", 0, 0.0, f"demotion failed, dropped: {exc}")
+    def _demote_gpu(self, victim: _Entry) -> None:
+        """GPU -> CPU by a device->host copy (the plan made the CPU room); dropped if the copy fails."""
+        t0 = time.perf_counter()
+        try:
+            state = copy_state(victim.gpu_model, "cpu")
+            victim.cpu_model = self._materialise(victim, state, "cpu")
+            if "gpu" in victim.merged:  # the copy carries the merged adapter: so does its restore copy
+                who, originals = victim.merged["gpu"]
+                victim.merged["cpu"] = (who, {k: v.to("cpu") for k, v in originals.items()})
+            self._record(victim.spec.name, "evict", "gpu", "cpu", victim.nbytes, time.perf_counter() - t0,
+                         "LRU: demoted to the CPU tier")
+            drop_weights(victim.gpu_model)
+            victim.gpu_model = None
+            return
+        except Exception as exc:  # fall back to dropping
+            victim.cpu_model = None
+            victim.merged.pop("cpu", None)
+            self._record(victim.spec.name, "error", "gpu", "cpu", 0, 0.0, f"demotion failed, dropped: {exc}")
         self._drop(victim, "gpu", detail="LRU: making room on gpu")

@@ -21,6 +21,7 @@ from workbench.experts.entry import (
 from workbench.experts.eviction import Evicting
 from workbench.experts.generation import Generating
 from workbench.experts.lora import LoraSwitching
+from workbench.experts.plan import SwitchRequest, plan_switch
 from workbench.experts.records import LoadedExpert, PoolEvent
 from workbench.experts.residency import Residency
 from workbench.experts.spec import ExpertSpec
@@ -362,40 +363,17 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
     # -- switching in ---------------------------------------------------------------------------
 
     def _decide(self, entry: _Entry, *, prefetch: bool, may_wait: bool = False) -> tuple[str, list[str], Placement | None]:
-        """Under the lock: where is it, what to do. Returns (tier_found, steps, placement); reserves bytes."""
-        use_gpu = self.gpu_budget > 0 and not prefetch
-        if entry.gpu_model is not None:
-            return "gpu", [], None
-        if entry.split_model is not None:
-            return ("disk" if entry.placement.bytes_per_tier["disk"] else "cpu"), [], None
-        found = "cpu" if entry.cpu_model is not None else "disk"
-        if use_gpu and entry.nbytes <= self.gpu_budget and self._make_room("gpu", entry.nbytes, entry):
-            entry.reserved["gpu"] += entry.nbytes
-            if entry.cpu_model is not None:
-                return found, ["cpu->gpu"], None
-            if entry.nbytes <= self.cpu_budget and self._make_room("cpu", entry.nbytes, entry):
-                entry.reserved["cpu"] += entry.nbytes
-                return found, ["disk->cpu", "cpu->gpu"], None
-            return found, ["disk->gpu"], None
-        if entry.cpu_model is not None:
-            return "cpu", [], None
-        if prefetch and entry.nbytes > self.cpu_budget - self.tracked_bytes("cpu") and not self._evictable("cpu", entry):
-            return "disk", ["skip"], None
-        if entry.nbytes <= self.cpu_budget and self._make_room("cpu", entry.nbytes, entry):
-            entry.reserved["cpu"] += entry.nbytes
-            return "disk", ["disk->cpu"], None
-        if prefetch:
-            return "disk", ["skip"], None
-        if may_wait and entry.nbytes <= self.cpu_budget:
-            others = [e for e in self._entries.values() if e is not entry]
-            pinned = sum(e.bytes_on("cpu") for e in others if e.pinned)
-            busy = sum(e.bytes_on("cpu") for e in others if not e.pinned and (e.in_use or e.loading))
-            if busy and entry.nbytes <= self.cpu_budget - pinned:
-                return "disk", ["wait"], None  # sessions using other experts will release them
-        # larger than the tier budget (or room blocked by pinned/in-use experts): split
-        self._make_room("cpu", min(entry.nbytes, 2 * entry.largest_module_bytes), entry)
-        gpu_left = max(0, self.gpu_budget - self.tracked_bytes("gpu")) if use_gpu else 0
-        cpu_left = max(0, self.cpu_budget - self.tracked_bytes("cpu"))
+        """Under the lock: plan the switch (pure, :func:`plan_switch`), evict, reserve bytes.
+
+        Returns (tier_found, steps, placement)."""
+        plan = plan_switch(self._snapshot(), self._budgets(),
+                           SwitchRequest(entry.spec.name, prefetch=prefetch, may_wait=may_wait))
+        self._execute(plan.evictions)
+        if plan.steps != ("split",):
+            for tier in ("gpu", "cpu"):
+                entry.reserved[tier] += plan.reserve[tier]
+            return plan.found, list(plan.steps), None
+        gpu_left, cpu_left = plan.split_room["gpu"], plan.split_room["cpu"]
         blockers = [e.spec.name for e in self._entries.values() if e is not entry and (e.pinned or e.in_use) and e.bytes_on("cpu")]
         try:
             placement = plan_placement(
