@@ -113,7 +113,11 @@ def test_cpu_hit_is_fast_and_same_model(ckpts):
         pass
     with pool.use("math") as again:
         assert again.model is first.model and again.tier_found == "cpu" and again.device == "cpu"
-    assert again.switch_s < 0.05
+    # a hit loads nothing: one load event in all, the second use is recorded as a hit
+    # (how fast a hit is, is measured by benchmarks/bench_switch.py, not asserted here)
+    frame = pool.events_frame()
+    assert (frame.action == "load").sum() == 1
+    assert frame.iloc[-1].action == "switch" and frame.iloc[-1].detail == "hit"
     pool.close()
 
 

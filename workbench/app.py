@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.errors import UsageError, WorkbenchError
 
 TITLE = "CoE Workbench"
 EXTENSIONS = ("tabulator", "plotly")
@@ -333,7 +333,7 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
     names = tuple(tabs) if tabs else tuple(TABS)
     unknown = [t for t in names if t not in TABS]
     if unknown:
-        raise WorkbenchError(f"unknown tab(s) {unknown}; choose from {list(TABS)}")
+        raise UsageError(f"unknown tab(s) {unknown}; choose from {list(TABS)}")
     if files is not None and not hasattr(files, "resolve"):
         from workbench.safeio import FileBox
 

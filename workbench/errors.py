@@ -85,6 +85,14 @@ class ChatError(WorkbenchError, ValueError):
     """A chat message was empty or not text, or the CoE stream ended without an answer."""
 
 
+class UsageError(WorkbenchError, ValueError):
+    """A bad argument, option or setting: the message names the value and what is accepted."""
+
+
+class PlotError(WorkbenchError, ValueError):
+    """A figure was given data it cannot draw (the message says what shape it needs)."""
+
+
 class MissingDependencyError(WorkbenchError, ImportError):
     """An optional dependency is missing; the message names the pip extra that provides it."""
 

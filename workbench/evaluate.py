@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from workbench.constants import FALLBACK_CATEGORY
-from workbench.errors import InfeasibleBudgetError, ScoresError, WorkbenchError
+from workbench.errors import InfeasibleBudgetError, ScoresError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -267,7 +267,7 @@ def run_protocol(
     if scores.categories is None:
         raise ScoresError("the protocol needs the true category of every prompt (scores.categories)")
     if X.ndim != 2 or len(X) != len(scores.prompt_ids):
-        raise WorkbenchError(
+        raise UsageError(
             f"X has shape {X.shape} but there are {len(scores.prompt_ids)} scored prompts; give one "
             "embedding row per prompt, in scores.prompt_ids order"
         )

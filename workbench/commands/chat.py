@@ -46,7 +46,7 @@ def register(parser) -> None:
 
 def parse_budget(value: str | None) -> float | None:
     """'4M' -> 0.004, '0.5B' -> 0.5, '0.004' -> 0.004 (billions); None stays None."""
-    from workbench.errors import WorkbenchError
+    from workbench.errors import UsageError
 
     if value is None:
         return None
@@ -59,9 +59,9 @@ def parse_budget(value: str | None) -> float | None:
     try:
         budget = float(text) * scale
     except ValueError:
-        raise WorkbenchError(f"--budget {value!r} is not a number; use e.g. 4M, 0.004B or 0.004") from None
+        raise UsageError(f"--budget {value!r} is not a number; use e.g. 4M, 0.004B or 0.004") from None
     if not budget > 0:
-        raise WorkbenchError(f"--budget {value!r} must be positive")
+        raise UsageError(f"--budget {value!r} must be positive")
     return budget
 
 
@@ -69,7 +69,7 @@ def _user_coe(args):
     """A CoE from the user's experts/map/router files."""
     from workbench.coe import CoE
     from workbench.embed import Embedder
-    from workbench.errors import WorkbenchError
+    from workbench.errors import UsageError
     from workbench.experts import ExpertPool, specs_from_file
     from workbench.mapping import CategoryExpertMap
     from workbench.router import CategoryRouter
@@ -77,7 +77,7 @@ def _user_coe(args):
     missing = [f"--{n}" for n, v in (("experts", args.experts), ("map", args.map_file),
                                       ("router", args.router)) if not v]
     if missing:
-        raise WorkbenchError(f"to chat with your own CoE give --experts, --map and --router; "
+        raise UsageError(f"to chat with your own CoE give --experts, --map and --router; "
                              f"missing {', '.join(missing)}")
     pool = ExpertPool(specs_from_file(args.experts))
     mapping = CategoryExpertMap.load(args.map_file)
@@ -106,9 +106,9 @@ def run(args) -> int:
     out = sys.stdout
     if args.experts or args.map_file or args.router:
         if args.budget is not None:
-            from workbench.errors import WorkbenchError
+            from workbench.errors import UsageError
 
-            raise WorkbenchError("--budget re-optimises the demo map; with your own --map, edit the "
+            raise UsageError("--budget re-optimises the demo map; with your own --map, edit the "
                                  "map file instead")
         coe, bundle = _user_coe(args)
     else:

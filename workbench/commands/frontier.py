@@ -60,13 +60,13 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from workbench.errors import WorkbenchError
+    from workbench.errors import UsageError
 
     results = Path(args.results)
     if not results.is_dir():
-        raise WorkbenchError(f"--results {str(results)!r} is not a folder of MMLU-Pro result files")
+        raise UsageError(f"--results {str(results)!r} is not a folder of MMLU-Pro result files")
     if args.params is not None and not Path(args.params).is_file():
-        raise WorkbenchError(f"--params {args.params!r} does not exist; give a YAML/CSV of "
+        raise UsageError(f"--params {args.params!r} does not exist; give a YAML/CSV of "
                              "name,total_params_b,active_params_b (e.g. data/mmlu_pro_params.yaml)")
 
     from workbench.embed import Embedder

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from workbench.errors import PlotError
+from workbench.safeio import short
+
 TIER_COLORS = {"gpu": "#2ca02c", "cpu": "#1f77b4", "disk": "#b0b0b0"}
 
 
@@ -14,9 +17,9 @@ def _rows(residency: Any) -> list[dict]:
     rows = list(residency)
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "expert" not in row:
-            raise ValueError(
+            raise PlotError(
                 f"tier_figure: residency row {i} must be a dict with 'expert' and '<tier>_bytes' keys "
-                f"(as returned by ExpertPool.residency()), got {row!r}"
+                f"(as returned by ExpertPool.residency()), got {short(row)}"
             )
     return rows
 
