@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.compose.graph import QueryGraph, critical_path
-from workbench.compose.runner import Runner, call_runner
+from workbench.compose.runner import Runner, call_runner, usable_cores  # noqa: F401 (re-exported)
 from workbench.errors import ExpertError, GraphError
 
 __all__ = ["NodeResult", "ExecutionResult", "GraphExecutor", "execute_graph", "resolve_torch_threads", "torch_threads"]
@@ -385,11 +385,6 @@ class GraphExecutor:
             import torch
 
             torch.set_num_threads(before)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_torch_threads(setting: int | str | None, concurrency: int) -> int | None:

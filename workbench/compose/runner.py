@@ -32,6 +32,15 @@ class RunOutput:
     generate_s: float | None = None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+#: One switch lock per pool, shared by every runner over that pool (weakly held: a closed pool's
+#: lock goes with it). Process-wide because runners are cheap objects made per Composer call.
 _SWITCH_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
 _SWITCH_GUARD = threading.Lock()
 
@@ -162,6 +171,8 @@ def call_runner(runner: Runner, expert: str, prompt: str, **gen: Any) -> RunOutp
 # ----------------------------------------------------------------------------------------------
 # worker processes: generations that do not share one interpreter (no GIL between them)
 
+#: The expert pool of this worker process (set by the process pool's initializer; each worker
+#: process has exactly one, so a module global is the process-local state it is meant to be).
 _WORKER_POOL: Any = None
 
 
@@ -229,8 +240,6 @@ class ProcessPoolRunner:
                  cpu_memory: int | str = "2GiB", preload: bool | list[str] = True, **gen: Any) -> None:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-
-        from workbench.compose.execute import usable_cores
 
         self.specs = {s.name: s for s in specs}
         if not self.specs:
