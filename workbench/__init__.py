@@ -20,8 +20,30 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
-    # errors (light)
+    # errors (light): every class of workbench.errors
     "WorkbenchError": "workbench.errors",
+    "PromptSetError": "workbench.errors",
+    "UnknownFormatError": "workbench.errors",
+    "EmbedderError": "workbench.errors",
+    "ModelNotFoundError": "workbench.errors",
+    "MapError": "workbench.errors",
+    "RouterError": "workbench.errors",
+    "ScoresError": "workbench.errors",
+    "MappingError": "workbench.errors",
+    "InfeasibleBudgetError": "workbench.errors",
+    "RegistryError": "workbench.errors",
+    "ExpertError": "workbench.errors",
+    "PlacementError": "workbench.errors",
+    "GraphError": "workbench.errors",
+    "MapTimeoutError": "workbench.errors",
+    "DecomposeError": "workbench.errors",
+    "DemoError": "workbench.errors",
+    "ChatError": "workbench.errors",
+    "FileBoxError": "workbench.errors",
+    "UsageError": "workbench.errors",
+    "TrustRemoteCodeWarning": "workbench.errors",
+    "PlotError": "workbench.errors",
+    "MissingDependencyError": "workbench.errors",
     # prompts
     "PromptSet": "workbench.prompts",
     "load_demo_prompts": "workbench.prompts",

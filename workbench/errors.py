@@ -85,12 +85,20 @@ class ChatError(WorkbenchError, ValueError):
     """A chat message was empty or not text, or the CoE stream ended without an answer."""
 
 
+class FileBoxError(WorkbenchError, ValueError):
+    """A file name typed into the app points outside its folder, or at a file of another kind."""
+
+
 class UsageError(WorkbenchError, ValueError):
     """A bad argument, option or setting: the message names the value and what is accepted."""
 
 
 class PlotError(WorkbenchError, ValueError):
     """A figure was given data it cannot draw (the message says what shape it needs)."""
+
+
+class TrustRemoteCodeWarning(UserWarning):
+    """An expert spec file turns on ``trust_remote_code``: the model's own Python code will run."""
 
 
 class MissingDependencyError(WorkbenchError, ImportError):

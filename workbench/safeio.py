@@ -25,7 +25,7 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.errors import FileBoxError, WorkbenchError  # noqa: F401 (FileBoxError re-exported)
 
 __all__ = ["MAX_QUOTE", "MAX_USER_FILE_BYTES", "FileBox", "FileBoxError", "describe", "load_json",
            "load_yaml", "read_text_limited", "read_yaml_file", "short", "short_list"]
@@ -118,10 +118,6 @@ def describe(value: Any) -> str:
         n = len(value)
         return f"a list of {n:,} item{'' if n == 1 else 's'}"
     return f"a value of type {type(value).__name__}"
-
-
-class FileBoxError(WorkbenchError, ValueError):
-    """A file name typed into the app points outside its folder, or at a file of another kind."""
 
 
 def _yaml_loader(error: type[Exception], source: str):

@@ -6,17 +6,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import ExpertError
+from workbench.errors import ExpertError, TrustRemoteCodeWarning
 from workbench.placement import (
     torch_dtype,
 )
 from workbench.safeio import read_yaml_file, short
 
 __all__ = ["ExpertSpec", "TrustRemoteCodeWarning", "specs_from_file"]
-
-
-class TrustRemoteCodeWarning(UserWarning):
-    """An expert spec file turns on ``trust_remote_code``: the model's own Python code will run."""
 
 
 @dataclass
