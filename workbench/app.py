@@ -38,7 +38,7 @@ TITLE = "CoE Workbench"
 EXTENSIONS = ("tabulator", "plotly")
 
 _STATIC_URL = "coe-static"
-_serving = False
+# the demo bundle, built once per process (a memo like functools.cache; tests pass their own)
 _bundle_lock = threading.Lock()
 _default_bundle: Any = None
 
@@ -72,21 +72,31 @@ def _offline_js_file() -> str:
     return str(path)
 
 
-def offline_extension() -> None:
+def _in_served_session() -> bool:
+    import panel as pn
+
+    doc = pn.state.curdoc
+    return doc is not None and doc.session_context is not None
+
+
+def offline_extension(*, served: bool | None = None) -> None:
     """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet.
 
     Call it instead of ``pn.extension(...)`` in a notebook that shows the workbench's Panel views.
-    Served apps also get the icon patch of :data:`OFFLINE_JS` as a same-origin static file; in a
-    notebook the patch is sent as a JavaScript output (a file path there would be fetched relative
-    to the notebook's URL and break Panel's loader).
+    Served apps (``served=True``, or called inside a server session) get the icon patch of
+    :data:`OFFLINE_JS` as a same-origin static file; in a notebook the patch is sent as a
+    JavaScript output (a file path there would be fetched relative to the notebook's URL and break
+    Panel's loader).
     """
     import panel as pn
 
+    if served is None:
+        served = _in_served_session()
     pn.config.inline = True
-    if _serving:
+    if served:
         pn.config.js_files = {**pn.config.js_files, "coe_offline": _STATIC_URL + "/coe_offline.js"}
     pn.extension(*EXTENSIONS, inline=True)
-    if not _serving:
+    if not served:
         try:
             from IPython import get_ipython
             from IPython.display import Javascript, display
@@ -153,7 +163,7 @@ def _missing(tab: str, what: str, exc: BaseException | None = None):
 def files_folder() -> Any:
     """The one folder the app's map file box reads and writes (a :class:`~workbench.safeio.FileBox`):
     ``$COE_WORKBENCH_FILES`` or ``cache_dir("files")``."""
-    from workbench.ui.mapping_editor import default_file_box
+    from workbench.ui.models.mapping_editor import default_file_box
 
     return default_file_box()
 
@@ -171,7 +181,7 @@ class _Session:
         """The session's mapping editor model (shared by the Mapping and Explore tabs), or None."""
         if self._editor is None and self._editor_error is None:
             try:
-                from workbench.ui.mapping_editor import MappingEditorModel
+                from workbench.ui.models import MappingEditorModel
 
                 files = self.files if self.files is not None else files_folder()
                 self._editor = MappingEditorModel.from_bundle(self.bundle, files=files)
@@ -189,7 +199,8 @@ def _explore_tab(bundle: Any, editor: Any = None):
     if isinstance(bundle, _Session):
         bundle, editor = bundle.bundle, bundle.editor()
     try:
-        from workbench.ui.explore import ClusterMapModel, ClusterMapPanel, EmbedModel, EmbedPanel
+        from workbench.ui.models import ClusterMapModel, EmbedModel
+        from workbench.ui.panel.explore import ClusterMapPanel, EmbedPanel
 
         cluster = ClusterMapModel.from_bundle(bundle)
         follow = {"mapping": editor} if editor is not None else {}
@@ -202,7 +213,7 @@ def _explore_tab(bundle: Any, editor: Any = None):
 def _mapping_tab(bundle: Any):
     session = bundle if isinstance(bundle, _Session) else _Session(bundle)
     try:
-        from workbench.ui.mapping_editor_views import MappingEditorPanel
+        from workbench.ui.panel.mapping_editor import MappingEditorPanel
     except ImportError as exc:
         return _missing("Mapping", "workbench.ui.mapping_editor (the category-to-expert map editor) "
                         "could not be imported.", exc)
@@ -231,7 +242,8 @@ def _follow_editor(bundle: Any, editor: Any) -> None:
 def _chat_tab(bundle: Any):
     bundle = bundle.bundle if isinstance(bundle, _Session) else bundle
     try:
-        from workbench.ui.chat import ChatModel, ChatPanel
+        from workbench.ui.models import ChatModel
+        from workbench.ui.panel.chat import ChatPanel
 
         # the experts' own default answer length (160 tokens for the real demo), raisable in the tab
         specs = list(getattr(bundle, "specs", None) or [])
@@ -244,7 +256,8 @@ def _chat_tab(bundle: Any):
 def _tiers_tab(bundle: Any):
     bundle = bundle.bundle if isinstance(bundle, _Session) else bundle
     try:
-        from workbench.ui.tiers import TierModel, TierPanel
+        from workbench.ui.models import TierModel
+        from workbench.ui.panel.tiers import TierPanel
 
         return TierPanel(TierModel.from_bundle(bundle))
     except Exception as exc:
@@ -254,7 +267,7 @@ def _tiers_tab(bundle: Any):
 def _compose_tab(bundle: Any):
     bundle = bundle.bundle if isinstance(bundle, _Session) else bundle
     try:
-        from workbench.ui.compose_view import ComposePanel
+        from workbench.ui.panel.compose import ComposePanel
     except ImportError as exc:
         return _missing("Compose", "workbench.ui.compose_view (the Comp-LLM query graph view) could "
                         "not be imported.", exc)
@@ -356,7 +369,7 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
                 holders[name].objects = [built[name]]
             return built[name]
 
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+    if _in_served_session():
         pn.state.on_session_destroyed(_session_closed)  # give the session's memory back
     panels = pn.Tabs(*[(name, holders[name]) for name in names], dynamic=False,
                      sizing_mode="stretch_width", css_classes=["coe-tabs"])
@@ -550,12 +563,10 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
     import panel as pn
     from pathlib import Path
 
-    from workbench.ui.mapping_editor import AUTOSAVE_MAX_AGE_S, clean_autosaves
+    from workbench.ui.models.mapping_editor import AUTOSAVE_MAX_AGE_S, clean_autosaves
 
-    global _serving
     static_dir = str(Path(_offline_js_file()).parent)
-    _serving = True
-    offline_extension()
+    offline_extension(served=True)
     if bundle is None:
         bundle = default_bundle()
     if files is not None and not hasattr(files, "resolve"):
