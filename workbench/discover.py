@@ -20,6 +20,7 @@ import numpy as np
 
 from workbench.errors import MapError
 from workbench.safeio import short, short_list
+from workbench.vectors import l2_normalize
 
 __all__ = ["Discovery", "discover_categories", "ctfidf_terms", "tokenize"]
 
@@ -242,7 +243,7 @@ class Discovery:
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(X)
 
 
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -89,10 +89,9 @@ class SimilarityNodeRouter:
 
     @staticmethod
     def _normalise(X):
-        import numpy as np
+        from workbench.vectors import l2_normalize
 
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        return X / np.where(norms == 0, 1.0, norms)
+        return l2_normalize(X)
 
     @classmethod
     def from_specs(cls, specs: Sequence[Any], embedder: Any, **kwargs: Any) -> "SimilarityNodeRouter":

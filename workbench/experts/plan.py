@@ -31,7 +31,8 @@ from workbench.errors import ExpertError
 __all__ = ["ExpertState", "SwitchRequest", "Eviction", "SwitchPlan", "RoomPlan", "plan_switch",
            "plan_room"]
 
-TIERS = ("gpu", "cpu")
+#: the tiers with a byte budget (placement.TIERS adds "disk", which has none)
+MEMORY_TIERS = ("gpu", "cpu")
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class _Sim:
 
     def __init__(self, states: Iterable[ExpertState], budgets: Mapping[str, int]) -> None:
         self.states = {s.name: s for s in states}
-        self.budgets = {t: int(budgets.get(t, 0) or 0) for t in TIERS}
+        self.budgets = {t: int(budgets.get(t, 0) or 0) for t in MEMORY_TIERS}
         self.evictions: list[Eviction] = []
 
     def used(self, tier: str) -> int:
@@ -172,7 +173,7 @@ def _check(states: list[ExpertState], budgets: Mapping[str, int], name: str) -> 
         raise ExpertError(f"the snapshot names an expert twice: {sorted({n for n in names if names.count(n) > 1})}")
     if name not in names:
         raise ExpertError(f"expert {name!r} is not in the snapshot; experts: {', '.join(names)}")
-    for tier in TIERS:
+    for tier in MEMORY_TIERS:
         if int(budgets.get(tier, 0) or 0) < 0:
             raise ExpertError(f"the {tier} budget must be >= 0 bytes, got {budgets.get(tier)}")
 
@@ -182,7 +183,7 @@ def plan_room(snapshot: Iterable[ExpertState], budgets: Mapping[str, int], tier:
     """The evictions that leave ``need`` bytes free on ``tier`` (LRU first; never pinned, busy or
     ``exclude``). ``ok`` is False when even evicting every candidate is not enough (the plan then
     lists the evictions that would be made anyway, as the pool did)."""
-    if tier not in TIERS:
+    if tier not in MEMORY_TIERS:
         raise ExpertError(f"unknown tier {tier!r}; use 'gpu' or 'cpu'")
     sim = _Sim(snapshot, budgets)
     ok = sim.make_room(tier, int(need), exclude or "")
