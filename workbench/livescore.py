@@ -60,16 +60,6 @@ __all__ = ["SCORE_COLUMNS", "encode_pair", "load_scoring_model", "loglik_frame",
 # --------------------------------------------------------------------------------------------
 
 
-def _uses_template(tokenizer, chat_template: bool | None) -> bool:
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if chat_template is None:
-        return has
-    if chat_template and not has:
-        raise ExpertError("chat_template=True but the tokenizer has no chat template; pass "
-                          "chat_template=False to score the raw prompt text")
-    return bool(chat_template)
-
-
 def encode_pair(tokenizer, prompt: str, answer: str | None, *, max_length: int,
                 chat_template: bool | None = None, add_eos: bool = True) -> tuple[list[int], list[int]]:
     """Token ids of ``prompt`` (chat-formatted when used) and of ``answer`` (+ EOS).
@@ -78,14 +68,9 @@ def encode_pair(tokenizer, prompt: str, answer: str | None, *, max_length: int,
     prompt. If the pair is longer than ``max_length`` the prompt is truncated from the left and
     the answer from the right, the answer keeping at least half of ``max_length``.
     """
-    if _uses_template(tokenizer, chat_template):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                            add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
-            ids = ids["input_ids"]
-        prompt_ids = [int(i) for i in ids]
-    else:
-        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    from workbench.chat_format import prompt_token_ids
+
+    prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template=chat_template)
     answer_ids: list[int] = []
     if answer is not None:
         answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])

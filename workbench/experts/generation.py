@@ -62,30 +62,20 @@ class Generating:
     """The pool's generation methods (mixed into :class:`~workbench.experts.ExpertPool`)."""
 
     def _encode(self, loaded: LoadedExpert, prompt: str | list[dict]):
+        import torch
+
+        from workbench.chat_format import prompt_token_ids
+
         tokenizer = loaded.tokenizer
         if tokenizer is None:
             raise ExpertError(
                 f"expert {loaded.name!r}: no tokenizer found in {loaded.spec.model}; save one there with "
                 "tokenizer.save_pretrained(folder)"
             )
-        use_template = loaded.spec.chat_template
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        if use_template is None:
-            use_template = has_template
-        if use_template and not has_template:
-            raise ExpertError(f"expert {loaded.name!r}: chat_template=True but its tokenizer has no chat template")
-        if isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
-            messages = prompt
-        else:
-            raise ExpertError(f"prompt must be a string or a list of {{'role', 'content'}} dicts, got {type(prompt).__name__}")
-        if use_template:
-            enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        else:
-            text = prompt if isinstance(prompt, str) else "\n".join(str(m["content"]) for m in messages)
-            enc = tokenizer(text, return_tensors="pt")
-        return {k: v.to(loaded.device) for k, v in dict(enc).items() if k in ("input_ids", "attention_mask")}
+        ids = prompt_token_ids(tokenizer, prompt, chat_template=loaded.spec.chat_template,
+                               who=f"expert {loaded.name!r}: ")
+        input_ids = torch.tensor([ids], dtype=torch.long, device=loaded.device)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
     def _json_constraint(self, loaded: LoadedExpert, schema: dict):
         """A ``prefix_allowed_tokens_fn`` that lets the model write only JSON valid for ``schema``.
