@@ -1,7 +1,6 @@
 """CategoryRouter and DirectRouter: sklearn contract, fallback rule, thresholds, pickle-free files."""
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import warnings
@@ -412,7 +411,7 @@ def test_direct_router_budget():
     d = DirectRouter(n_neighbors=20).fit(X, S, experts=["small", "big"], costs=[7.0, 70.0])
     for budget in (10.0, 40.0, 70.0):
         lam = d.cost_weight_for_budget(budget)
-        chosen = d._choose(d.loo_quality_, lam)
+        chosen = d.choose(d.loo_quality_, lam)
         assert d.costs_[chosen].mean() <= budget + 1e-9
     mid = d.predict(X, budget=40.0)
     assert 0.3 < (mid == "big").mean() < 0.7  # spends the budget on region B
