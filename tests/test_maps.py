@@ -143,7 +143,7 @@ def test_bad_tsne_parameter_is_a_map_error():
 
 # ----------------------------------------------------------------------------------- cache
 def test_cache_hit_and_invalidation(monkeypatch):
-    import workbench.maps as maps
+    import workbench.maps.projection as maps
 
     calls: list = []
     monkeypatch.setattr(maps, "_umap", fake_umap(calls))
@@ -170,7 +170,7 @@ def test_cache_hit_and_invalidation(monkeypatch):
 
 
 def test_cache_hit_does_not_import_umap_or_opentsne(monkeypatch, tmp_path):
-    import workbench.maps as maps
+    import workbench.maps.projection as maps
 
     monkeypatch.setattr(maps, "_umap", fake_umap([]))
     X, _ = blobs()
@@ -194,13 +194,13 @@ def test_cache_hit_does_not_import_umap_or_opentsne(monkeypatch, tmp_path):
 
 
 def test_broken_cache_file_is_recomputed(monkeypatch):
-    import workbench.maps as maps
+    import workbench.maps.projection as maps
 
     calls: list = []
     monkeypatch.setattr(maps, "_umap", fake_umap(calls))
     X, _ = blobs()
     a = project(X, "umap")
-    maps._cache_path(a.key).write_bytes(b"not a zip")
+    maps.cache_path(a.key).write_bytes(b"not a zip")
     with pytest.warns(UserWarning, match="broken map cache"):
         b = project(X, "umap")
     assert not b.from_cache and len(calls) == 2
@@ -208,7 +208,7 @@ def test_broken_cache_file_is_recomputed(monkeypatch):
 
 # ------------------------------------------------------------------------------- placement
 def test_knn_place_existing_point_lands_on_it_and_neighbours_nearby(monkeypatch):
-    import workbench.maps as maps
+    import workbench.maps.projection as maps
 
     monkeypatch.setattr(maps, "_umap", fake_umap([]))
     X, y = blobs()
@@ -277,7 +277,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
 
 # ------------------------------------------------------------------------------ MapBuilder
 def test_builder_first_is_pca_then_cached_preferred(monkeypatch):
-    import workbench.maps as maps
+    import workbench.maps.projection as maps
 
     X, _ = blobs()
     b = MapBuilder(X)
