@@ -505,3 +505,21 @@ def test_binding_limits_frontier_matches_brute_force(seed):
     for q in frontier:
         m = optimize_mapping(means, weights, reg, budget_active_b=q.budget_b, fallback_expert=small, **limits)
         assert m.metrics(means, reg, weights).expected_score == pytest.approx(q.expected_score, abs=TOL)
+
+
+def test_a_custom_fallback_category_is_carried_through_the_optimizer():
+    import pandas as pd
+
+    from workbench.mapping import monolithic_baselines, optimize_mapping, pareto_frontier
+    from workbench.registry import ModelRegistry
+
+    means = pd.DataFrame({"a": [0.5, 0.9, 0.6], "b": [0.8, 0.6, 0.7]}, index=["x", "y", "unsure"])
+    weights = {"x": 1.0, "y": 1.0, "unsure": 0.5}
+    reg = ModelRegistry({"a": 7.0, "b": 8.0})
+    m = optimize_mapping(means, weights, reg, budget_active_b=8.0, fallback_category="unsure")
+    assert m.fallback_category == "unsure" and set(m.categories) == {"x", "y"}
+    assert m.expert_for("unsure") in ("a", "b")
+    front = pareto_frontier(means, weights, reg, fallback_category="unsure")
+    assert all(p.mapping.fallback_category == "unsure" for p in front)
+    base = monolithic_baselines(means, weights, reg, fallback_category="unsure")
+    assert set(base) == {"a", "b"}

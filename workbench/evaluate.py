@@ -185,10 +185,11 @@ def _split(categories: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(cal), np.sort(held)
 
 
-def _route_categories(conf: np.ndarray, predicted: np.ndarray, threshold: float | None) -> np.ndarray:
+def _route_categories(conf: np.ndarray, predicted: np.ndarray, threshold: float | None,
+                      fallback_category: str = FALLBACK_CATEGORY) -> np.ndarray:
     out = np.asarray(predicted, dtype=object).copy()
     if threshold is not None:
-        out[conf < threshold] = FALLBACK_CATEGORY
+        out[conf < threshold] = fallback_category
     return out.astype(str)
 
 
@@ -218,6 +219,7 @@ def run_protocol(
     cv: int = 5,
     direct_neighbors: int = 50,
     embedder: str | None = None,
+    fallback_category: str = FALLBACK_CATEGORY,
 ) -> ProtocolResult:
     """Fit router, threshold and maps on a calibration half; measure on the held-out half.
 
@@ -253,6 +255,8 @@ def run_protocol(
         Folds of the out-of-fold routing on the calibration half.
     direct_neighbors : int
         Neighbours of the DirectRouter.
+    fallback_category : str
+        The category low-confidence prompts are routed to (the router's and the map's).
 
     Returns
     -------
@@ -323,7 +327,7 @@ def run_protocol(
         for f in margins:
             try:
                 m = optimize_mapping(means, weights, registry, budget_active_b=budget * (1 - f),
-                                     fallback_expert=fb)
+                                     fallback_expert=fb, fallback_category=fallback_category)
             except InfeasibleBudgetError:
                 return None
             a = m.assignments
@@ -334,7 +338,7 @@ def run_protocol(
     tables = {}
     for rate in sorted(set(float(r) for r in fallback_rates)):
         thr = None if rate <= 0 else float(np.sort(oof_conf)[int(np.floor(rate * len(oof_conf)))])
-        routed = _route_categories(oof_conf, oof_pred, thr)
+        routed = _route_categories(oof_conf, oof_pred, thr, fallback_category)
         routed_scores = cal_scores.with_categories(routed)
         tables[rate] = (thr, routed_scores.category_means(), routed_scores.category_weights(),
                         routed)
@@ -343,7 +347,7 @@ def run_protocol(
     for budget in budgets:
         best = None
         for rate, (thr, means, weights, routed) in tables.items():
-            fb_list = candidates_fb if FALLBACK_CATEGORY in weights else [None]
+            fb_list = candidates_fb if fallback_category in weights else [None]
             for fb in fb_list:
                 m = _cheapest_safe(means, weights, routed, budget, fb)
                 if m is None:
@@ -359,7 +363,7 @@ def run_protocol(
                 "a budget above that"
             )
         _, rate, thr, cmap, met = best
-        routed_held = _route_categories(held_conf, held_pred, thr)
+        routed_held = _route_categories(held_conf, held_pred, thr, fallback_category)
         assign = cmap.assignments
         acc, avg = _apply_map(assign, routed_held, S_held, experts, active)
         omap = _cheapest_safe(true_means, true_weights, y[cal], budget, None)
@@ -371,7 +375,7 @@ def run_protocol(
         results.append(BudgetResult(
             budget_b=budget, accuracy=acc, avg_active_b=avg, oracle_accuracy=o_acc,
             oracle_avg_active_b=o_avg,
-            fallback_rate=float(np.mean(routed_held == FALLBACK_CATEGORY)),
+            fallback_rate=float(np.mean(routed_held == fallback_category)),
             fallback_expert=cmap.fallback_expert, threshold=thr,
             expected_accuracy=float(met.expected_score),
             expected_avg_active_b=float(met.average_active_params_b),
@@ -392,13 +396,13 @@ def run_protocol(
                 lam_f = direct_router.cost_weight_for_budget(budget * (1.0 - f))
             except InfeasibleBudgetError:
                 break
-            loo_costs = direct_router.costs_[direct_router._choose(direct_router.loo_quality_, lam_f)]
+            loo_costs = direct_router.costs_[direct_router.choose(direct_router.loo_quality_, lam_f)]
             if _fits(loo_costs, budget):
                 lam = lam_f
                 break
         if lam is None:
             continue
-        chosen = direct_router._choose(Q_held, lam)
+        chosen = direct_router.choose(Q_held, lam)
         direct.append(DirectResult(
             budget_b=budget,
             accuracy=float(S_held[np.arange(len(held)), chosen].mean()),

@@ -1,40 +1,11 @@
-"""The category-to-expert map, its metrics, and the exact budgeted optimizer.
+"""The category-to-expert map: :class:`CategoryExpertMap` (with the undo/redo history of hand
+edits, :class:`Edit`), its metrics (:class:`MapMetrics`) and its JSON/YAML files.
 
-A :class:`CategoryExpertMap` sends every router category (plus the ``"fallback"`` category for
-low-confidence prompts) to one expert. Its quality is the category-frequency-weighted mean of the
-chosen experts' per-category scores; its cost is the *average active parameters* (the same
-weighting over the experts' active parameters) and the *resident parameters* (total parameters of
-the distinct experts it uses, fallback included).
-
-:func:`optimize_mapping` finds the exact best map under a budget on average active parameters
-(optionally also on resident parameters or the number of distinct experts), and
-:func:`pareto_frontier` returns the whole quality/cost frontier in one call.
-
-How it is exact
----------------
-With one expert per category, the problem is a multiple-choice knapsack: category ``c`` with
-weight ``w_c`` choosing expert ``e`` costs ``w_c * active_e`` and earns ``w_c * score[c, e]``.
-A dynamic programme over categories keeps the set of non-dominated ``(cost, value)`` partial maps
-(no other partial map is both cheaper and better), so after the last category that set *is* the
-Pareto frontier and the optimum for any budget is a binary search away. Back-pointers recover each
-map. Resident-parameter and expert-count limits are handled by an exact branch and bound over the
-set of allowed experts that uses the same programme as its bound (per budget), or by the envelope
-of the frontiers of every maximal expert set within the limits (the whole frontier). Ties in score
-go to the cheaper map. Budgets are compared with a relative tolerance of 1e-9.
-
-Categories with zero weight cost nothing and earn nothing; they go to the best-scoring expert
-already in use, so they never add resident memory.
-
-Examples
---------
->>> import pandas as pd
->>> from workbench.registry import ModelRegistry
->>> means = pd.DataFrame({"small": [0.9, 0.2], "large": [0.95, 0.8]}, index=["chat", "math"])
->>> reg = ModelRegistry({"small": 7.0, "large": 70.0})
->>> from workbench.mapping import optimize_mapping
->>> m = optimize_mapping(means, {"chat": 0.5, "math": 0.5}, reg, budget_active_b=40)
->>> m.expert_for("chat"), m.expert_for("math"), m.fallback_expert
-('small', 'large', 'large')
+A map sends every router category (plus the fallback category for low-confidence prompts) to one
+expert. Its quality is the category-frequency-weighted mean of the chosen experts' per-category
+scores; its cost is the *average active parameters* (the same weighting over the experts' active
+parameters) and the *resident parameters* (total parameters of the distinct experts it uses,
+fallback included).
 """
 from __future__ import annotations
 
@@ -51,6 +22,7 @@ import numpy as np
 
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import MappingError, ScoresError
+from workbench.mapping.problem import means_and_weights
 from workbench.registry import ModelRegistry
 from workbench.safeio import MAX_USER_FILE_BYTES, describe, short, short_list
 
@@ -59,18 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from workbench.scores import ExpertScores
 
-__all__ = [
-    "CategoryExpertMap",
-    "Edit",
-    "MapMetrics",
-    "FrontierPoint",
-    "optimize_mapping",
-    "pareto_frontier",
-    "monolithic_baselines",
-]
+__all__ = ["CategoryExpertMap", "Edit", "MapMetrics"]
 
-_REL_TOL = 1e-9  # budgets / resident limits: relative tolerance
-_VALUE_TOL = 1e-12  # a partial map must beat a cheaper one by more than this to be kept
 _MAX_PROBLEMS = 10  # problems of one kind listed in a validation error (the rest are counted)
 _MAX_LINE_KEYS = 20  # bad keys whose line a file error looks up
 
@@ -108,21 +70,6 @@ class MapMetrics:
     resident_params_b: float
     per_category: "pd.DataFrame" = field(repr=False)
     n_experts: int = 0
-
-
-@dataclass(frozen=True)
-class FrontierPoint:
-    """One optimal map on the quality/cost frontier.
-
-    ``budget_b`` is the budget asked for (or, for breakpoints, the map's own average active
-    parameters); ``average_active_params_b <= budget_b``.
-    """
-
-    budget_b: float
-    expected_score: float
-    average_active_params_b: float
-    resident_params_b: float
-    mapping: "CategoryExpertMap" = field(repr=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +406,8 @@ class CategoryExpertMap:
         >>> met.expected_score, met.average_active_params_b, met.resident_params_b
         (0.875, 8.5, 20.0)
         """
-        means, w = _means_and_weights(scores, weights, map_categories=self.categories)
+        means, w = means_and_weights(scores, weights, map_categories=self.categories,
+                                     fallback_category=self._fallback_category)
         registry.require(self.experts_used, context="CategoryExpertMap.metrics")
         fb = self._fallback_category
         rows = list(self.categories)
@@ -633,68 +581,3 @@ def _line_of_key(lines: list[str], key: str) -> int | None:
         if key in line and pattern.search(line):
             return n
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# inputs
-# ---------------------------------------------------------------------------------------------
-def _means_and_weights(scores, weights, map_categories=None):
-    """Return (category means DataFrame, weights dict) from ExpertScores or a means table."""
-    import pandas as pd
-
-    from workbench.scores import ExpertScores
-
-    if isinstance(scores, ExpertScores):
-        means = scores.category_means()
-        if weights is None:
-            w = scores.category_weights()
-            if map_categories is not None:
-                for c in map_categories:
-                    w.setdefault(c, 0.0)  # a category with no scored prompts has zero share
-            weights = w
-    elif isinstance(scores, pd.DataFrame):
-        means = scores
-        if weights is None:
-            cats = list(map_categories) if map_categories is not None else [
-                c for c in means.index if c != FALLBACK_CATEGORY]
-            weights = {c: 1.0 for c in cats}
-    else:
-        raise ScoresError(
-            f"scores must be an ExpertScores or a category-means DataFrame, got {type(scores).__name__}"
-        )
-    if means.index.has_duplicates:
-        dup = sorted(map(str, set(means.index[means.index.duplicated()])))
-        raise ScoresError(f"category means have duplicate categories: {short_list(dup, quote=True)}")
-    if means.columns.has_duplicates:
-        raise ScoresError("category means have duplicate expert columns")
-    out: dict[str, float] = {}
-    for c, x in dict(weights).items():
-        try:
-            xf = float(x)
-        except (TypeError, ValueError):
-            raise ScoresError(f"weight of category {short(c)} must be a number, got {short(x)}") from None
-        if not math.isfinite(xf) or xf < 0:
-            raise ScoresError(f"weight of category {short(c)} must be a finite number >= 0, got "
-                              f"{short(x)}")
-        out[str(c)] = xf
-    if map_categories is not None:
-        missing = [c for c in map_categories if c not in out]
-        if missing:
-            raise ScoresError(
-                f"no weight for categories {short(missing)}; give every mapped category a weight "
-                "(e.g. scores.category_weights())"
-            )
-    return means, out
-
-
-# The optimizer lives in workbench.optimize (which imports this module); its public functions are
-# part of this module's API too, resolved on first use.
-_OPTIMIZER_NAMES = ("optimize_mapping", "pareto_frontier", "monolithic_baselines")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _OPTIMIZER_NAMES:
-        from workbench import optimize
-
-        return getattr(optimize, name)
-    raise AttributeError(f"module 'workbench.mapping' has no attribute {name!r}")
