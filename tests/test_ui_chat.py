@@ -151,7 +151,8 @@ def test_needs_a_streaming_coe_and_a_final_answer(coe):
 
 
 def test_trace_card_and_text_escape_html(coe):
-    from workbench.ui.chat import ChatModel, _escaped_renderer, text_html, trace_html
+    from workbench.ui.chat import ChatModel, text_html, trace_html
+    from workbench.ui.panel.chat import _escaped_renderer
 
     chat = ChatModel(coe, max_new_tokens=4)
     answer = chat.ask(XSS)
@@ -249,7 +250,7 @@ def test_tier_model_rejects_non_pool():
 
 
 def test_tier_watchers_are_shared_per_pool(tiny_experts):
-    from workbench.ui.tiers import TierModel, _PoolWatcher
+    from workbench.ui.models.tiers import TierModel, _PoolWatcher
 
     pool = make_pool(tiny_experts)
     try:

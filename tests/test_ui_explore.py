@@ -21,14 +21,23 @@ from workbench.registry import ModelRegistry
 from workbench.router import CategoryRouter
 from workbench.scores import ExpertScores
 
-pytest.importorskip("panel")
-from workbench.ui.explore import (  # noqa: E402
-    ClusterMapModel,
-    ClusterMapPanel,
-    EmbedModel,
-    EmbedPanel,
-    explore_widget,
-)
+pytest.importorskip("param")  # the models are param objects (param is not a core dependency yet)
+from workbench.ui.models import ClusterMapModel, EmbedModel  # noqa: E402  (no Panel needed)
+
+
+def _panel_views():
+    """The Panel views (the test skips where the app extra is absent)."""
+    pytest.importorskip("panel")
+    from workbench.ui.panel.explore import ClusterMapPanel, EmbedPanel
+
+    return EmbedPanel, ClusterMapPanel
+
+
+def _explore_widget():
+    pytest.importorskip("ipywidgets")
+    from workbench.ui.widgets.explore import explore_widget
+
+    return explore_widget
 
 DIM = 48
 XSS = "<script>alert('x')</script> integral solve"
@@ -336,6 +345,8 @@ def test_real_background_tsne_map(bundle):
 
 # ------------------------------------------------------------------------------------ views
 def test_views_show_prompt_text_escaped(bundle, cluster, embed):
+    EmbedPanel, ClusterMapPanel = _panel_views()
+    explore_widget = _explore_widget()
     embed.text = XSS
     panel = EmbedPanel(embed)
     panel.__panel__()
@@ -365,6 +376,7 @@ def test_views_show_prompt_text_escaped(bundle, cluster, embed):
 
 
 def test_cluster_panel_relabel_button_and_python_selection(bundle, tmp_path):
+    _, ClusterMapPanel = _panel_views()
     cm = ClusterMapModel.from_bundle(bundle, warm=False)
     panel = ClusterMapPanel(cm)
     cm.select([3, 4])  # selecting from Python redraws the figure with the selection
@@ -382,6 +394,7 @@ def test_cluster_panel_relabel_button_and_python_selection(bundle, tmp_path):
 
 
 def test_explore_widget_selection_and_embed(bundle, cluster, embed):
+    explore_widget = _explore_widget()
     box = explore_widget(cluster=cluster, embed=embed)
     assert box.cluster is cluster and box.embed is embed
     fig = box.parts["figure"]
@@ -402,7 +415,7 @@ def test_explore_widget_selection_and_embed(bundle, cluster, embed):
 
 def test_embed_follows_the_session_cluster_map_and_editor(bundle, tmp_path):
     from workbench.maps import Map
-    from workbench.ui.mapping_editor import MappingEditorModel
+    from workbench.ui.models import MappingEditorModel
 
     builder = FakeBuilder(ClusterMapModel.from_bundle(bundle, warm=False).map)
     cm = ClusterMapModel(bundle.prompts, encode(bundle.prompts.texts), builder=builder, warm=False)

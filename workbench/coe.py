@@ -31,7 +31,7 @@ from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import ExpertError, MappingError, WorkbenchError
 from workbench.safeio import short
 
-__all__ = ["Answer", "CoE", "Route", "Trace", "ON_ERROR"]
+__all__ = ["Answer", "CoE", "Explanation", "Route", "Trace", "ON_ERROR", "explain_routing"]
 
 #: What :class:`CoE` does when an expert fails.
 ON_ERROR = ("fallback", "raise", "report")
@@ -144,6 +144,98 @@ class Route:
         return iter((self.category, self.confidence, self.is_fallback, self.expert))
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """How one prompt is routed, as a view shows it (:meth:`CoE.explain`, :func:`explain_routing`).
+
+    Attributes
+    ----------
+    prompt : str
+    category : str
+        The routed category, after the low-confidence rule (the fallback category when unsure).
+    confidence : float
+    is_fallback : bool
+        True when the low-confidence rule sent the prompt to the fallback category.
+    predicted : str
+        The router's most probable category (before the rule).
+    expert : str
+        The expert the map sends ``category`` to (``""`` when no map was given).
+    probabilities : tuple of (str, float)
+        Every category with its probability, most probable first; empty when the router gives
+        no probabilities.
+    embedding : numpy.ndarray or None
+        The prompt's embedding row (shape ``(d,)``), for neighbours and map placement.
+    """
+
+    prompt: str
+    category: str
+    confidence: float
+    is_fallback: bool
+    predicted: str
+    expert: str
+    probabilities: tuple[tuple[str, float], ...] = ()
+    embedding: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable categories with their probabilities."""
+        return list(self.probabilities[:k])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (without the embedding)."""
+        return {"prompt": self.prompt, "category": self.category, "confidence": self.confidence,
+                "is_fallback": self.is_fallback, "predicted": self.predicted,
+                "expert": self.expert, "probabilities": [list(p) for p in self.probabilities]}
+
+
+def explain_routing(embedding: Any, router: Any, mapping: Any = None, *, prompt: str = "",
+                    routing: Any = None, row: int = 0) -> Explanation:
+    """The routing of one embedded prompt: the rule :class:`CoE` applies, for views and notebooks.
+
+    Parameters
+    ----------
+    embedding : array of shape (d,) or (1, d)
+        The prompt's embedding (or a batch, with ``row`` picking one).
+    router : object with ``route(X) -> Routing``
+    mapping : CategoryExpertMap, optional
+        Picks the expert; without it ``expert`` is ``""``.
+    routing : Routing, optional
+        An already computed ``router.route(X)`` for the batch (skips routing again).
+
+    Raises
+    ------
+    MappingError
+        The routed category is not in ``mapping`` (as :meth:`CoE.generate` raises); nothing is
+        silently sent to the fallback expert.
+
+    Examples
+    --------
+    >>> ex = explain_routing(embedder.encode(["Solve 2x = 4"]), router, mapping)  # doctest: +SKIP
+    >>> ex.category, ex.expert, ex.top(3)                                       # doctest: +SKIP
+    """
+    import numpy as np
+
+    X = np.asarray(embedding, dtype=np.float32)
+    if X.ndim == 1:
+        X = X[None, :]
+    if routing is None:
+        routing = router.route(X)
+    category = str(routing.category[row])
+    predicted = getattr(routing, "predicted", None)
+    proba = getattr(routing, "proba", None)
+    classes = getattr(routing, "classes", None)
+    probabilities: tuple[tuple[str, float], ...] = ()
+    if proba is not None and classes is not None:
+        p = np.asarray(proba[row], dtype=float)
+        order = np.argsort(-p, kind="stable")
+        probabilities = tuple((str(classes[i]), float(p[i])) for i in order)
+    return Explanation(
+        prompt=prompt, category=category, confidence=float(routing.confidence[row]),
+        is_fallback=bool(routing.is_fallback[row]),
+        predicted=str(predicted[row]) if predicted is not None else category,
+        expert=mapping.expert_for(category) if mapping is not None else "",
+        probabilities=probabilities, embedding=X[row])
+
+
 class CoE:
     """A live Composition of Experts.
 
@@ -251,6 +343,12 @@ class CoE:
         return X, time.perf_counter() - t0
 
     def _route_many(self, prompts: Sequence[str]) -> tuple[list[dict], float, float]:
+        explained, embed_s, route_s = self._explain_many(prompts)
+        out = [{"category": e.category, "confidence": e.confidence, "is_fallback": e.is_fallback,
+                "predicted": e.predicted, "expert": e.expert} for e in explained]
+        return out, embed_s, route_s
+
+    def _explain_many(self, prompts: Sequence[str]) -> tuple[list[Explanation], float, float]:
         from workbench.embed import check_prompt_length
 
         for p in prompts:
@@ -261,18 +359,28 @@ class CoE:
         t0 = time.perf_counter()
         routing = self.router.route(X)
         route_s = time.perf_counter() - t0
-        out = []
-        for i in range(len(prompts)):
-            category = str(routing.category[i])
-            predicted = getattr(routing, "predicted", None)
-            out.append({
-                "category": category,
-                "confidence": float(routing.confidence[i]),
-                "is_fallback": bool(routing.is_fallback[i]),
-                "predicted": str(predicted[i]) if predicted is not None else category,
-                "expert": self.mapping.expert_for(category),
-            })
+        out = [explain_routing(X, self.router, self.mapping, prompt=p, routing=routing, row=i)
+               for i, p in enumerate(prompts)]
         return out, embed_s, route_s
+
+    def explain(self, prompt: str) -> Explanation:
+        """How ``prompt`` is routed (category, confidence, fallback, expert, probabilities); no
+        generation. What the Embed view shows.
+
+        Raises
+        ------
+        MappingError
+            The routed category is not in the map, exactly as :meth:`generate` would raise.
+        WorkbenchError
+            ``prompt`` is empty or too long.
+
+        Examples
+        --------
+        >>> ex = coe.explain("Solve 2x + 3 = 11")        # doctest: +SKIP
+        >>> ex.category, ex.expert, ex.top(3)            # doctest: +SKIP
+        """
+        explained, _, _ = self._explain_many([prompt])
+        return explained[0]
 
     def route(self, prompt: str) -> Route:
         """Where ``prompt`` would go: ``(category, confidence, is_fallback, expert)``; no generation."""

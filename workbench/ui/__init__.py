@@ -1,18 +1,19 @@
-"""Widget-driven views over the workbench objects: ipywidgets for notebooks, Panel Viewers for
-the app.
+"""Views over the workbench objects, kept apart from the models they show.
 
-Each view is thin: a ``param.Parameterized`` model holds the state and logic (tests drive it
-directly) and a ``pn.viewable.Viewer`` / ipywidgets box renders it.
+- :mod:`workbench.ui.models`: the state and rules (``param`` objects; no Panel, bokeh or
+  ipywidgets import): :class:`EmbedModel`, :class:`ClusterMapModel`, :class:`MappingEditorModel`,
+  :class:`ChatModel`, :class:`TierModel`, :class:`ComposeModel`. Tests and notebooks drive them.
+- :mod:`workbench.ui.panel`: the Panel Viewers of the app (``EmbedPanel``, ``ClusterMapPanel``,
+  ``MappingEditorPanel``, ``ChatPanel``, ``TierPanel``, ``ComposePanel``): render a model,
+  forward events to it.
+- :mod:`workbench.ui.widgets`: the ipywidgets boxes for notebooks (``explore_widget``,
+  ``mapping_editor_widget``, ``compose_widget``).
+- :mod:`workbench.ui.render`: escaped HTML the views share.
 
-- :mod:`workbench.ui.explore`: :class:`EmbedModel`/:class:`EmbedPanel` (a prompt's router
-  probabilities, neighbours, map position and expert), :class:`ClusterMapModel`/
-  :class:`ClusterMapPanel` (PCA / t-SNE / UMAP map, colouring, selection, relabelling),
-  :func:`explore_widget`.
-- :mod:`workbench.ui.mapping_editor` (model) / :mod:`workbench.ui.mapping_editor_views`: :class:`MappingEditorModel`/:class:`MappingEditorPanel`
-  (category -> expert table, live metrics, frontier, optimise, undo/redo, load/save, atomic
-  autosave), :func:`mapping_editor_widget`.
-
-Names are resolved lazily, so ``import workbench.ui`` imports neither Panel nor plotly.
+The old modules (``workbench.ui.explore``, ``.mapping_editor``, ``.mapping_editor_views``,
+``.chat``, ``.tiers``, ``.compose_view``) keep working: they re-export the models and load a view
+only when it is asked for. Names are resolved lazily, so ``import workbench.ui`` imports neither
+Panel nor plotly.
 """
 from __future__ import annotations
 
@@ -20,22 +21,21 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "EmbedModel": "workbench.ui.explore",
-    "EmbedPanel": "workbench.ui.explore",
-    "ClusterMapModel": "workbench.ui.explore",
-    "ClusterMapPanel": "workbench.ui.explore",
-    "explore_widget": "workbench.ui.explore",
-    "MappingEditorModel": "workbench.ui.mapping_editor",
-    "MappingEditorPanel": "workbench.ui.mapping_editor_views",
-    "mapping_editor_widget": "workbench.ui.mapping_editor_views",
-    # UI engineer B's views
-    "ChatModel": "workbench.ui.chat",
-    "ChatPanel": "workbench.ui.chat",
-    "TierModel": "workbench.ui.tiers",
-    "TierPanel": "workbench.ui.tiers",
-    "ComposeModel": "workbench.ui.compose_view",
-    "ComposePanel": "workbench.ui.compose_view",
-    "compose_widget": "workbench.ui.compose_view",
+    "EmbedModel": "workbench.ui.models.embed",
+    "ClusterMapModel": "workbench.ui.models.cluster_map",
+    "MappingEditorModel": "workbench.ui.models.mapping_editor",
+    "ChatModel": "workbench.ui.models.chat",
+    "TierModel": "workbench.ui.models.tiers",
+    "ComposeModel": "workbench.ui.models.compose",
+    "EmbedPanel": "workbench.ui.panel.explore",
+    "ClusterMapPanel": "workbench.ui.panel.explore",
+    "MappingEditorPanel": "workbench.ui.panel.mapping_editor",
+    "ChatPanel": "workbench.ui.panel.chat",
+    "TierPanel": "workbench.ui.panel.tiers",
+    "ComposePanel": "workbench.ui.panel.compose",
+    "explore_widget": "workbench.ui.widgets.explore",
+    "mapping_editor_widget": "workbench.ui.widgets.mapping_editor",
+    "compose_widget": "workbench.ui.widgets.compose",
 }
 
 __all__ = sorted(_LAZY)

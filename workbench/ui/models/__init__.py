@@ -1,0 +1,55 @@
+"""State and rules the workbench views show: plain ``param.Parameterized`` objects, no Panel,
+bokeh or ipywidgets import. Tests and notebooks drive them directly; the views in
+:mod:`workbench.ui.panel` and :mod:`workbench.ui.widgets` only render them and forward events.
+
+- :class:`EmbedModel` (:mod:`.embed`): a prompt's routing (``CoE.explain``), neighbours, map position.
+- :class:`ClusterMapModel` (:mod:`.cluster_map`): PCA / t-SNE / UMAP map, colouring, selection,
+  relabels (:class:`workbench.prompts.Relabels`).
+- :class:`MappingEditorModel` (:mod:`.mapping_editor`): the category -> expert editor.
+- :class:`ChatModel` (:mod:`.chat`), :class:`TierModel` (:mod:`.tiers`), :class:`ComposeModel`
+  (:mod:`.compose`).
+
+Names load lazily, so ``import workbench.ui.models`` is cheap.
+
+Examples
+--------
+>>> from workbench.ui.models import ClusterMapModel       # doctest: +SKIP
+>>> cm = ClusterMapModel.from_bundle(bundle, warm=False)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EmbedModel": "workbench.ui.models.embed",
+    "ClusterMapModel": "workbench.ui.models.cluster_map",
+    "MappingEditorModel": "workbench.ui.models.mapping_editor",
+    "ChatModel": "workbench.ui.models.chat",
+    "TierModel": "workbench.ui.models.tiers",
+    "ComposeModel": "workbench.ui.models.compose",
+    "default_map_params": "workbench.ui.models.common",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        source = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'workbench.ui.models' has no attribute {name!r}") from None
+    try:
+        value = getattr(importlib.import_module(source), name)
+    except ModuleNotFoundError as exc:
+        if exc.name != "param":
+            raise
+        from workbench.errors import missing_dependency
+
+        raise missing_dependency("param", "app", "the workbench UI models") from exc
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
