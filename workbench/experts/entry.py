@@ -1,4 +1,4 @@
-"""The pool's bookkeeping per expert (:class:`_Entry`) and small helpers shared by the pool modules."""
+"""The pool's bookkeeping per expert (:class:`Entry`) and small helpers shared by the pool modules."""
 from __future__ import annotations
 
 import threading
@@ -15,7 +15,7 @@ from workbench.placement import (
 
 
 @dataclass
-class _Entry:
+class Entry:
     spec: ExpertSpec
     prep_lock: threading.Lock = field(default_factory=threading.Lock)
     checkpoint: Checkpoint | None = None
@@ -35,7 +35,7 @@ class _Entry:
     last_used: float | None = None
     tick: int = 0
     # LoRA: an adapter expert points at its base entry; a base lists its adapter experts
-    base: "_Entry | None" = None
+    base: "Entry | None" = None
     children: list = field(default_factory=list)
     hidden: bool = False                                  # a base no spec names (not in pool.names)
     adapter: Any = None                                   # LoraAdapter, read on first use
@@ -77,7 +77,7 @@ class _Entry:
         return "disk"
 
 
-def _generation_config(path: Path):
+def read_generation_config(path: Path):
     """The checkpoint's ``generation_config.json`` (None when absent or unreadable)."""
     if not (path / "generation_config.json").is_file():
         return None
@@ -89,7 +89,7 @@ def _generation_config(path: Path):
         return None
 
 
-def _base_key(spec: ExpertSpec) -> tuple:
+def base_key(spec: ExpertSpec) -> tuple:
     """What makes two experts share one base copy: the same model (folder or id), dtype and code setting."""
     path = Path(str(spec.model)).expanduser()
     model = str(path.resolve()) if path.exists() else str(spec.model)
@@ -136,7 +136,7 @@ class _BackgroundTrim:
             malloc_trim()
 
 
-_TRIMMER = _BackgroundTrim()
+TRIMMER = _BackgroundTrim()
 
 
 _TRANSFORMERS_NAMES = ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig",
@@ -147,7 +147,7 @@ _IMPORT_LOCK = threading.Lock()
 _imported = False
 
 
-def _import_transformers_once() -> None:
+def import_transformers_once() -> None:
     """Resolve transformers' lazily imported names on one thread before sessions share the pool.
 
     transformers loads its public names on first attribute access; several threads doing that at

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from workbench.experts.entry import _Entry
+from workbench.experts.entry import Entry
 from workbench.experts.plan import ExpertState, plan_room
 from workbench.placement import (
     copy_state,
@@ -14,7 +14,7 @@ from workbench.placement import (
 class Evicting:
     """Mixed into :class:`~workbench.experts.ExpertPool`."""
 
-    def _drop(self, entry: _Entry, tier: str, *, detail: str = "", record: bool = True) -> int:
+    def _drop(self, entry: Entry, tier: str, *, detail: str = "", record: bool = True) -> int:
         """Drop one copy of ``entry`` (``gpu``/``cpu``/``split``); caller holds the lock. Returns bytes freed."""
         t0 = time.perf_counter()
         if tier in ("gpu", "cpu"):
@@ -43,7 +43,7 @@ class Evicting:
         return nbytes
 
     # -- planning (pure, workbench.experts.plan) and executing -----------------------------------
-    def _state(self, entry: _Entry) -> ExpertState:
+    def _state(self, entry: Entry) -> ExpertState:
         """``entry`` as plain numbers for the planner; caller holds the lock."""
         def merged(tier: str) -> int:
             got = entry.merged.get(tier)
@@ -85,13 +85,13 @@ class Evicting:
         # reuses them without page faults. On the GPU, freed blocks stay in torch's caching allocator for
         # the next expert (memory_allocated drops); evict()/close() also empty the CUDA cache.
 
-    def _make_room(self, tier: str, need: int, exclude: _Entry) -> bool:
+    def _make_room(self, tier: str, need: int, exclude: Entry) -> bool:
         """Evict LRU experts from ``tier`` until ``need`` bytes are free; caller holds the lock."""
         plan = plan_room(self._snapshot(), self._budgets(), tier, need, exclude.spec.name)
         self._execute(plan.evictions)
         return plan.ok
 
-    def _demote_gpu(self, victim: _Entry) -> None:
+    def _demote_gpu(self, victim: Entry) -> None:
         """GPU -> CPU by a device->host copy (the plan made the CPU room); dropped if the copy fails."""
         t0 = time.perf_counter()
         try:

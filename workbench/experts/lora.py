@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from workbench.errors import ExpertError, PlacementError
-from workbench.experts.entry import _base_key, _Entry
+from workbench.experts.entry import base_key, Entry
 from workbench.experts.records import LoadedExpert
 from workbench.experts.spec import ExpertSpec
 from workbench.placement import (
@@ -27,21 +27,21 @@ class LoraSwitching:
         A base that no spec names on its own (no plain expert with the same ``model`` and ``dtype``)
         gets a hidden entry, which holds memory like any expert but is not in :attr:`names`.
         """
-        bases: dict[tuple, _Entry] = {}
+        bases: dict[tuple, Entry] = {}
         for entry in self._entries.values():
             if entry.spec.adapter is None:
-                bases.setdefault(_base_key(entry.spec), entry)
+                bases.setdefault(base_key(entry.spec), entry)
         for entry in list(self._entries.values()):
             spec = entry.spec
             if spec.adapter is None:
                 continue
-            key = _base_key(spec)
+            key = base_key(spec)
             base = bases.get(key)
             if base is None:
                 hidden = f"{Path(str(spec.model)).name or spec.model} (base)"
                 while hidden in self._entries:
                     hidden += "'"
-                base = _Entry(ExpertSpec(name=hidden, model=spec.model, dtype=spec.dtype,
+                base = Entry(ExpertSpec(name=hidden, model=spec.model, dtype=spec.dtype,
                                          trust_remote_code=spec.trust_remote_code,
                                          description="shared base of LoRA experts"), hidden=True)
                 self._entries[hidden] = base
@@ -49,7 +49,7 @@ class LoraSwitching:
             entry.base = base
             base.children.append(entry)
 
-    def _evict_adapter(self, entry: _Entry) -> None:
+    def _evict_adapter(self, entry: Entry) -> None:
         from workbench.adapters import LoraAdapter
 
         base = entry.base
@@ -68,7 +68,7 @@ class LoraSwitching:
                 nbytes, entry.adapter = entry.adapter.nbytes, None
                 self._record(entry.spec.name, "evict", "cpu", "disk", nbytes, 0.0, "evict() called: adapter dropped")
 
-    def _prepare_adapter(self, entry: _Entry):
+    def _prepare_adapter(self, entry: Entry):
         """Read the adapter expert's LoRA weights once (small; kept on the CPU)."""
         from workbench.adapters import LoraAdapter
 
@@ -82,7 +82,7 @@ class LoraSwitching:
                              f"LoRA adapter, {adapter.n_params:,} parameters")
             return entry.adapter
 
-    def _switch_in_adapter(self, entry: _Entry) -> LoadedExpert:
+    def _switch_in_adapter(self, entry: Entry) -> LoadedExpert:
         t0 = time.perf_counter()
         base = entry.base
         with self._lock:
@@ -114,7 +114,7 @@ class LoraSwitching:
         return LoadedExpert(entry.spec.name, loaded.model, loaded.tokenizer, entry.spec, loaded.tier_found,
                             time.perf_counter() - t0, loaded.device, loaded.tier, adapter_s)
 
-    def _gate_enter(self, base: _Entry, want: _Entry | None, loaded: LoadedExpert) -> float:
+    def _gate_enter(self, base: Entry, want: Entry | None, loaded: LoadedExpert) -> float:
         """Hold the shared base in the state ``want`` needs (its adapter merged, or none); returns merge seconds.
 
         Sessions that need the same adapter share the base; a session that needs another one waits
@@ -131,12 +131,12 @@ class LoraSwitching:
             self._gate_exit(base)
             raise
 
-    def _gate_exit(self, base: _Entry) -> None:
+    def _gate_exit(self, base: Entry) -> None:
         with self._cond:
             base.gate_users = max(0, base.gate_users - 1)
             self._cond.notify_all()
 
-    def _apply_adapter(self, base: _Entry, want: _Entry | None, loaded: LoadedExpert) -> float:
+    def _apply_adapter(self, base: Entry, want: Entry | None, loaded: LoadedExpert) -> float:
         """Merge ``want``'s adapter into the resident base (restoring the previous one first)."""
         from workbench.adapters import LoraAdapter
 

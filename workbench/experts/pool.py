@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 from workbench.errors import ExpertError, PlacementError
 from workbench.experts.entry import (
-    _TRIMMER,
-    _Entry,
-    _generation_config,
-    _import_transformers_once,
+    TRIMMER,
+    Entry,
+    read_generation_config,
+    import_transformers_once,
 )
 from workbench.experts.eviction import Evicting
 from workbench.experts.generation import Generating
@@ -94,7 +94,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
                 raise ExpertError(f"two experts are named {spec.name!r}; expert names must be unique")
             specs[spec.name] = spec
         self.specs = specs
-        _import_transformers_once()
+        import_transformers_once()
         self.cpu_budget = parse_size(cpu_memory)
         self.gpu_budget = self._gpu_budget(gpu_memory)
         self._own_offload = offload_dir is None
@@ -103,7 +103,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
         self.wait_for_room = max(0.0, float(wait_for_room))
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._entries = {name: _Entry(spec) for name, spec in specs.items()}
+        self._entries = {name: Entry(spec) for name, spec in specs.items()}
         self._group_adapters()
         self._events: list[PoolEvent] = []
         self._listeners: list[Callable[[PoolEvent], None]] = []
@@ -160,7 +160,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> Entry:
         try:
             return self._entries[name]
         except KeyError:
@@ -288,7 +288,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
 
     # -- preparing and loading --------------------------------------------------------------------
 
-    def _prepare(self, entry: _Entry) -> bool:
+    def _prepare(self, entry: Entry) -> bool:
         """Resolve the checkpoint, read config + tokenizer and build the skeleton once. True if this was a cold start."""
         with entry.prep_lock:
             if entry.prepared:
@@ -307,7 +307,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
             except Exception:
                 tokenizer = None  # use() still works; generate() explains
             skeleton = empty_model(config, self._dtype(entry, checkpoint), trust_remote_code=spec.trust_remote_code)
-            generation_config = _generation_config(path)
+            generation_config = read_generation_config(path)
             if generation_config is not None:  # as from_pretrained does: the checkpoint's defaults (eos ids, penalties)
                 skeleton.generation_config = generation_config
             from accelerate.utils import compute_module_sizes, get_max_layer_size
@@ -333,10 +333,10 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
             self._prepare(self._entry(name))
 
     @staticmethod
-    def _dtype(entry: _Entry, checkpoint: Checkpoint | None = None):
+    def _dtype(entry: Entry, checkpoint: Checkpoint | None = None):
         return torch_dtype(entry.spec.dtype) or checkpoint_dtype(checkpoint or entry.checkpoint)
 
-    def _skeleton(self, entry: _Entry, device: str):
+    def _skeleton(self, entry: Entry, device: str):
         skeleton = entry.skeletons.get(device)
         if skeleton is None:
             skeleton = empty_model(entry.config, self._dtype(entry), device=device,
@@ -345,14 +345,14 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
             entry.skeletons[device] = skeleton
         return skeleton
 
-    def _materialise(self, entry: _Entry, state: dict, device: str):
+    def _materialise(self, entry: Entry, state: dict, device: str):
         return materialise(self._skeleton(entry, device), state, expert=entry.spec.name, source=entry.checkpoint.path)
 
-    def _load_split(self, entry: _Entry, placement: Placement):
+    def _load_split(self, entry: Entry, placement: Placement):
         return load_split(entry.checkpoint.path, placement, offload_folder=self._offload_root() / entry.spec.name,
                           dtype=self._dtype(entry), trust_remote_code=entry.spec.trust_remote_code, expert=entry.spec.name)
 
-    def _load_full(self, entry: _Entry, device: str):
+    def _load_full(self, entry: Entry, device: str):
         """Disk -> one device: safetensors read straight into the cached skeleton (from_pretrained for .bin)."""
         if entry.checkpoint.format != "safetensors":
             return load_pretrained(entry.checkpoint.path, device, dtype=self._dtype(entry),
@@ -362,7 +362,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
 
     # -- switching in ---------------------------------------------------------------------------
 
-    def _decide(self, entry: _Entry, *, prefetch: bool, may_wait: bool = False) -> tuple[str, list[str], Placement | None]:
+    def _decide(self, entry: Entry, *, prefetch: bool, may_wait: bool = False) -> tuple[str, list[str], Placement | None]:
         """Under the lock: plan the switch (pure, :func:`plan_switch`), evict, reserve bytes.
 
         Returns (tier_found, steps, placement)."""
@@ -469,7 +469,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
             # give back what the evictions freed and the load did not reuse, once switching pauses:
             # trimming right after evicting a large expert costs milliseconds on the switch path, and
             # trimming while the next switch runs slows that switch (measured in bench_switch)
-            _TRIMMER.request()
+            TRIMMER.request()
         with self._cond:
             entry.loading = False
             self._tick += 1
@@ -482,7 +482,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
             return LoadedExpert(name, model, entry.tokenizer, entry.spec, found, switch_s, device, entry.tier)
 
     @staticmethod
-    def _model_of(entry: _Entry) -> tuple[Any, str]:
+    def _model_of(entry: Entry) -> tuple[Any, str]:
         if entry.gpu_model is not None:
             return entry.gpu_model, "cuda"
         if entry.cpu_model is not None:
@@ -490,7 +490,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
         placement = entry.placement
         return entry.split_model, ("cuda" if placement is not None and placement.bytes_per_tier["gpu"] else "cpu")
 
-    def _unhold(self, entry: _Entry) -> None:
+    def _unhold(self, entry: Entry) -> None:
         with self._cond:
             entry.in_use = max(0, entry.in_use - 1)
             self._cond.notify_all()
@@ -516,7 +516,7 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
         loaded.switch_s += loaded.adapter_s
         return loaded
 
-    def _release(self, entry: _Entry) -> None:
+    def _release(self, entry: Entry) -> None:
         """Give back what :meth:`_switch_in` held."""
         if entry.base is not None:
             self._gate_exit(entry.base)
