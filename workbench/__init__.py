@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "FileBoxError": "workbench.errors",
     "UsageError": "workbench.errors",
     "TrustRemoteCodeWarning": "workbench.errors",
+    "RouterNotFittedError": "workbench.errors",
     "PlotError": "workbench.errors",
     "MissingDependencyError": "workbench.errors",
     # prompts

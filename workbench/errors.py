@@ -115,3 +115,30 @@ def missing_dependency(package: str, extra: str, purpose: str) -> MissingDepende
         f"{purpose} needs the package {package!r}, which is not installed. "
         f"Install it with: pip install 'coe-workbench[{extra}]' (or pip install {package})."
     )
+
+
+_LAZY_CLASSES: dict[str, type] = {}
+
+
+def _router_not_fitted_error() -> type:
+    from sklearn.exceptions import NotFittedError
+
+    class RouterNotFittedError(RouterError, NotFittedError):
+        """A router was used before ``fit`` (or ``load``).
+
+        Also a scikit-learn ``NotFittedError``, so sklearn's own checks recognise it. It is built
+        on first use (``errors.RouterNotFittedError``): importing scikit-learn when
+        ``workbench.errors`` is imported would make ``import workbench`` slow.
+        """
+
+    RouterNotFittedError.__module__ = __name__
+    RouterNotFittedError.__qualname__ = "RouterNotFittedError"
+    return RouterNotFittedError
+
+
+def __getattr__(name: str):
+    if name == "RouterNotFittedError":
+        if name not in _LAZY_CLASSES:
+            _LAZY_CLASSES[name] = _router_not_fitted_error()
+        return _LAZY_CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

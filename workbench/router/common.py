@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from workbench.errors import RouterError
+from workbench.errors import RouterNotFittedError
 
 __all__ = [
     "CALIBRATIONS",
@@ -22,15 +22,6 @@ __all__ = [
 HEADS = ("knn", "logreg", "knn+logreg", "mlp")
 CONFIDENCES = ("max_proba", "entropy")
 CALIBRATIONS = (None, "temperature")
-
-
-class RouterNotFittedError(RouterError, NotFittedError):
-    """A router was used before ``fit`` (or ``load``).
-
-    Defined here rather than in :mod:`workbench.errors` because it also derives from
-    scikit-learn's ``NotFittedError`` (so sklearn's own checks recognise it), and importing
-    scikit-learn from ``workbench.errors`` would make ``import workbench`` slow.
-    """
 
 
 def require_fitted(est, attribute: str, how: str) -> None:
