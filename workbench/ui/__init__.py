@@ -17,8 +17,7 @@ Panel nor plotly.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from workbench._lazy import lazy_getattr
 
 _LAZY = {
     "EmbedModel": "workbench.ui.models.embed",
@@ -41,14 +40,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'workbench.ui' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('workbench.ui', _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -13,7 +13,7 @@ Examples
 from __future__ import annotations
 
 from workbench.errors import ChatError
-from workbench.ui.lazy import lazy_getattr
+from workbench._lazy import lazy_getattr
 from workbench.ui.models.chat import ChatModel
 from workbench.ui.render import text_html, trace_html, trace_rows
 

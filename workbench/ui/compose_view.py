@@ -12,7 +12,7 @@ Examples
 """
 from __future__ import annotations
 
-from workbench.ui.lazy import lazy_getattr
+from workbench._lazy import lazy_getattr
 from workbench.ui.models.compose import EXAMPLES, ComposeModel
 
 __all__ = ["EXAMPLES", "ComposeModel"]  # + the lazy views

@@ -16,7 +16,7 @@ Examples
 """
 from __future__ import annotations
 
-from workbench.ui.lazy import lazy_getattr
+from workbench._lazy import lazy_getattr
 from workbench.ui.models.cluster_map import ClusterMapModel
 from workbench.ui.models.common import COLOR_BY, METHODS
 from workbench.ui.models.embed import EmbedModel

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from workbench.ui.lazy import lazy_getattr
+from workbench._lazy import lazy_getattr
 from workbench.ui.models.mapping_editor import CSS, MappingEditorModel
 
 __all__ = ["CSS", "MappingEditorModel"]  # + the lazy views

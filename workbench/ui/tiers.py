@@ -13,7 +13,7 @@ Examples
 """
 from __future__ import annotations
 
-from workbench.ui.lazy import lazy_getattr
+from workbench._lazy import lazy_getattr
 from workbench.ui.models.tiers import TIERS, TierModel, expert_notes, group_by_tier
 from workbench.ui.render import format_bytes, tiers_html
 

@@ -18,8 +18,7 @@ Examples
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from workbench._lazy import lazy_getattr
 
 _LAZY = {
     "EmbedModel": "workbench.ui.models.embed",
@@ -34,21 +33,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        source = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'workbench.ui.models' has no attribute {name!r}") from None
-    try:
-        value = getattr(importlib.import_module(source), name)
-    except ModuleNotFoundError as exc:
-        if exc.name != "param":
-            raise
-        from workbench.errors import missing_dependency
-
-        raise missing_dependency("param", "app", "the workbench UI models") from exc
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('workbench.ui.models', _LAZY, globals())
 
 
 def __dir__() -> list[str]:

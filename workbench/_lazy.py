@@ -1,7 +1,8 @@
 """Module-level ``__getattr__`` that imports a name's module only when the name is asked for.
 
-The old view modules (``workbench.ui.explore``, ``.chat``, ``.tiers``, ``.compose_view``) use it:
-their models import without Panel, their views load Panel when first named.
+``workbench`` itself (so ``import workbench`` stays light), ``workbench.ui``, ``workbench.ui.models``
+and the old view modules (``workbench.ui.explore``, ``.chat``, ``.tiers``, ``.compose_view``) use
+it: their models import without Panel, their views load Panel when first named.
 """
 from __future__ import annotations
 
