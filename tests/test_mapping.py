@@ -272,3 +272,22 @@ def test_realised_metrics_with_router_predictions(reg):
     assert "fallback" in set(realised.per_category.category)
     with pytest.raises(MappingError, match=r"categories \['poetry'\] are not in the map"):
         m.experts_for(["math", "poetry"])
+
+
+def test_assign_many_is_one_undoable_action_and_all_or_nothing():
+    from workbench.mapping import CategoryExpertMap
+    from workbench.mapping.map import Edit, EditGroup
+
+    m = CategoryExpertMap({"math": "a", "law": "a", "code": "a", "fallback": "b"}, experts=["a", "b", "c"])
+    edits = m.assign_many([("math", "b"), ("law", "c"), ("code", "a")])  # code unchanged: skipped
+    assert edits == [Edit("math", "a", "b"), Edit("law", "a", "c")]
+    m.assign("code", "c")
+    assert m.undo() == Edit("code", "a", "c")            # a single edit comes back as an Edit
+    group = m.undo()                                      # the two-row action as one group
+    assert isinstance(group, EditGroup) and str(group) == "math: a -> b; law: a -> c"
+    assert m.assignments == {"math": "a", "law": "a", "code": "a", "fallback": "b"}
+    assert isinstance(m.redo(), EditGroup) and m.expert_for("law") == "c"
+    with pytest.raises(MappingError, match="unknown expert"):
+        m.assign_many([("math", "c"), ("code", "nobody")])
+    assert m.expert_for("math") == "b"                    # nothing of the bad action was applied
+    assert [len(a) for a in m.actions] == [2] and len(m.history) == 2

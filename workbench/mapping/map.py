@@ -48,6 +48,17 @@ class Edit(NamedTuple):
         return f"{self.category}: {self.old} -> {self.new}"
 
 
+class EditGroup(tuple):
+    """The edits of one multi-row action (an optimise, a load), undone and redone together."""
+
+    def __str__(self) -> str:
+        return "; ".join(map(str, self))
+
+
+def _as_result(action: tuple[Edit, ...]) -> Edit | EditGroup:
+    return action[0] if len(action) == 1 else EditGroup(action)
+
+
 @dataclass(frozen=True)
 class MapMetrics:
     """Quality and cost of a map.
@@ -141,8 +152,8 @@ class CategoryExpertMap:
             cats = [str(c) for c in categories if str(c) != self._fallback_category]
         self._known_categories = cats
         self._assign = self._validated(assignments, quote_values=bool(quote_values))
-        self._history: list[Edit] = []
-        self._redo: list[Edit] = []
+        self._history: list[tuple[Edit, ...]] = []  # undoable actions, oldest first
+        self._redo: list[tuple[Edit, ...]] = []
 
     # ------------------------------------------------------------------ validation
     def _validated(self, assignments: Mapping[str, str], *, quote_values: bool = True) -> dict[str, str]:
@@ -307,8 +318,7 @@ class CategoryExpertMap:
         )
 
     # ------------------------------------------------------------------ edits
-    def assign(self, category: str, expert: str) -> None:
-        """Send ``category`` to ``expert`` (recorded for :meth:`undo`; clears the redo stack)."""
+    def _check_assignment(self, category: str, expert: str) -> str:
         old = self.expert_for(category)
         if self._known_experts is not None and expert not in self._known_experts:
             raise MappingError(
@@ -317,29 +327,55 @@ class CategoryExpertMap:
             )
         if not isinstance(expert, str) or not expert:
             raise MappingError(f"expert must be a non-empty name, got {short(expert)}")
-        if old == expert:
-            return
-        self._assign[category] = expert
-        self._history.append(Edit(category, old, expert))
-        self._redo.clear()
+        return old
 
-    def undo(self) -> Edit:
-        """Revert the last edit and return it; raises :class:`MappingError` if there is none."""
+    def assign(self, category: str, expert: str) -> None:
+        """Send ``category`` to ``expert`` (recorded for :meth:`undo`; clears the redo stack)."""
+        self.assign_many([(category, expert)])
+
+    def assign_many(self, changes: Iterable[tuple[str, str]]) -> list[Edit]:
+        """Apply ``(category, expert)`` changes as **one** undoable action (all or nothing).
+
+        Every change is checked before any is applied; unchanged rows are skipped. Returns the
+        edits made (empty when nothing changed, and then nothing is recorded).
+        """
+        planned: dict[str, str] = {}
+        for category, expert in changes:
+            self._check_assignment(category, expert)
+            planned[category] = expert
+        edits = []
+        for category, expert in planned.items():
+            old = self._assign[category]
+            if old != expert:
+                edits.append(Edit(category, old, expert))
+        if not edits:
+            return []
+        for e in edits:
+            self._assign[e.category] = e.new
+        self._history.append(tuple(edits))
+        self._redo.clear()
+        return edits
+
+    def undo(self) -> Edit | EditGroup:
+        """Revert the last action and return it (an :class:`Edit`, or an :class:`EditGroup` for an
+        action of several edits); raises :class:`MappingError` if there is none."""
         if not self._history:
             raise MappingError("nothing to undo: the map has no edits")
-        edit = self._history.pop()
-        self._assign[edit.category] = edit.old
-        self._redo.append(edit)
-        return edit
+        action = self._history.pop()
+        for edit in reversed(action):
+            self._assign[edit.category] = edit.old
+        self._redo.append(action)
+        return _as_result(action)
 
-    def redo(self) -> Edit:
-        """Re-apply the last undone edit and return it."""
+    def redo(self) -> Edit | EditGroup:
+        """Re-apply the last undone action and return it (like :meth:`undo`)."""
         if not self._redo:
             raise MappingError("nothing to redo: no edit has been undone since the last change")
-        edit = self._redo.pop()
-        self._assign[edit.category] = edit.new
-        self._history.append(edit)
-        return edit
+        action = self._redo.pop()
+        for edit in action:
+            self._assign[edit.category] = edit.new
+        self._history.append(action)
+        return _as_result(action)
 
     @property
     def can_undo(self) -> bool:
@@ -351,7 +387,12 @@ class CategoryExpertMap:
 
     @property
     def history(self) -> list[Edit]:
-        """Applied edits, oldest first."""
+        """Applied edits, oldest first (the edits of a multi-row action in their order)."""
+        return [e for action in self._history for e in action]
+
+    @property
+    def actions(self) -> list[tuple[Edit, ...]]:
+        """Applied undoable actions, oldest first (each one or more edits)."""
         return list(self._history)
 
     def diff(self, other: "CategoryExpertMap | Mapping[str, str]") -> list[str]:

@@ -103,6 +103,13 @@ def clean_autosaves(older_than_s: float = AUTOSAVE_MAX_AGE_S, folder: str | os.P
                              "mapping-*.json", older_than_s)
 
 
+def _edits(action: Any) -> list[Any]:
+    """The edits of what ``CategoryExpertMap.undo``/``redo`` returned (one Edit or an EditGroup)."""
+    from workbench.mapping.map import EditGroup
+
+    return list(action) if isinstance(action, EditGroup) else [action]
+
+
 class MappingEditorModel(param.Parameterized):
     """State and logic of the mapping editor: a private copy of a map, edits, metrics, frontier.
 
@@ -163,8 +170,6 @@ class MappingEditorModel(param.Parameterized):
         self._scores = scores
         self._registry = registry
         self._weights = dict(weights) if weights is not None else None
-        self._undo: list[list[Any]] = []
-        self._redo: list[list[Any]] = []
         self._frontier_cache: dict[Any, list[Any]] = {}
         self._baselines: dict[str, Any] | None = None
         self._metrics_cache: tuple[int, Any] | None = None
@@ -237,11 +242,11 @@ class MappingEditorModel(param.Parameterized):
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self._map.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._map.can_redo
 
     @property
     def metrics(self) -> Any:
@@ -339,24 +344,15 @@ class MappingEditorModel(param.Parameterized):
         return category
 
     def _apply(self, changes: Sequence[tuple[str, str]], message: str) -> list[Any]:
-        """Apply ``(category, expert)`` changes as one undoable action."""
-        applied: list[Any] = []
-        try:
-            for category, expert in changes:
-                self._check_category(category)
-                if self._map.expert_for(category) == expert:
-                    continue
-                if expert not in self._registry:
-                    self._check_experts([expert], context=f"row {short(category)}")
-                self._map.assign(category, expert)
-                applied.append(self._map.history[-1])
-        except Exception:
-            for _ in applied:  # leave the map as it was
-                self._map.undo()
-            raise
+        """Apply ``(category, expert)`` changes as one undoable action of the map's own history
+        (all or nothing: every row is checked first)."""
+        changes = list(changes)
+        for category, expert in changes:
+            self._check_category(category)
+            if expert not in self._registry and self._map.expert_for(category) != expert:
+                self._check_experts([expert], context=f"row {short(category)}")
+        applied = self._map.assign_many(changes)
         if applied:
-            self._undo.append(applied)
-            self._redo.clear()
             self._changed(message)
         return applied
 
@@ -409,25 +405,19 @@ class MappingEditorModel(param.Parameterized):
 
     def undo(self) -> list[str]:
         """Undo the last action (an edit, an optimise or a load); returns its lines."""
-        if not self._undo:
+        if not self._map.can_undo:
             raise MappingError("nothing to undo: no edits in this session")
-        action = self._undo.pop()
-        for _ in action:
-            self._map.undo()
-        self._redo.append(action)
-        lines = [str(e) for e in action]
+        action = self._map.undo()
+        lines = [str(e) for e in _edits(action)]
         self._changed("undone: " + "; ".join(lines))
         return lines
 
     def redo(self) -> list[str]:
         """Re-apply the last undone action; returns its lines."""
-        if not self._redo:
+        if not self._map.can_redo:
             raise MappingError("nothing to redo: no undone edits since the last change")
-        action = self._redo.pop()
-        for _ in action:
-            self._map.redo()
-        self._undo.append(action)
-        lines = [str(e) for e in action]
+        action = self._map.redo()
+        lines = [str(e) for e in _edits(action)]
         self._changed("redone: " + "; ".join(lines))
         return lines
 
