@@ -80,7 +80,7 @@ def test_alias_bomb_through_every_loader_is_a_quick_clear_error(tmp_path, bundle
     (tmp_path / "experts.yaml").write_text(_bomb() + "experts:\n- {name: x, model: *l9}\n")
     cases.append((ExpertError, specs_from_file, tmp_path / "experts.yaml"))
     (tmp_path / "params.yaml").write_text(bomb)
-    cases.append((RegistryError, ModelRegistry.from_file, tmp_path / "params.yaml"))
+    cases.append((RegistryError, ModelRegistry.load, tmp_path / "params.yaml"))
     (tmp_path / "demo.yaml").write_text(bomb)
     cases.append((DemoError, lambda p: read_spec(p, p, "demo spec"), tmp_path / "demo.yaml"))
     (box.root / "bomb.yaml").write_text(bomb)
@@ -115,12 +115,12 @@ def test_duplicate_yaml_keys_name_both_lines(tmp_path):
     reg = tmp_path / "params.yaml"
     reg.write_text("- {name: a, total_params_b: 1, total_params_b: 2}\n")
     with pytest.raises(RegistryError, match=r"params\.yaml line 1: duplicate key 'total_params_b'"):
-        ModelRegistry.from_file(reg)
+        ModelRegistry.load(reg)
     # JSON read through the YAML loader (registries, spec files) is checked too
     jreg = tmp_path / "params.json"
     jreg.write_text('{\n  "a": 1,\n  "b": 2,\n  "a": 3\n}\n')
     with pytest.raises(RegistryError, match=r"params\.json line 4: duplicate key 'a' \(first on line 2\)"):
-        ModelRegistry.from_file(jreg)
+        ModelRegistry.load(jreg)
 
 
 def test_duplicate_json_keys_name_the_key_and_line(tmp_path):

@@ -437,7 +437,7 @@ def test_params_file_missing_a_model_names_the_model_and_the_file(tmp_path):
     means, weights, _ = _toy()
     path = tmp_path / "params.yaml"
     path.write_text("- {name: small, total_params_b: 7}\n- {name: mid, total_params_b: 13}\n")
-    reg = ModelRegistry.from_file(path)
+    reg = ModelRegistry.load(path)
     with pytest.raises(RegistryError, match=r"no parameter counts for 'large'\. Add it to .*params\.yaml"):
         optimize_mapping(means, weights, reg, budget_active_b=20)
     with pytest.raises(RegistryError, match="'large'"):

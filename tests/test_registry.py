@@ -29,23 +29,23 @@ def test_yaml_list_mapping_and_csv(tmp_path):
     (tmp_path / "short.csv").write_text("name,total_params_b\na,7.2\nb,46.7\n")
     want = ModelRegistry({"a": 7.2, "b": (46.7, 12.9)})
     for f in ("list.yaml", "map.yml", "models.yaml", "r.csv"):
-        got = ModelRegistry.from_file(tmp_path / f)
+        got = ModelRegistry.load(tmp_path / f)
         assert got == want, f
         assert str(tmp_path / f) in got.source
-    assert ModelRegistry.from_file(tmp_path / "short.csv").active("b") == 46.7  # active defaults to total
+    assert ModelRegistry.load(tmp_path / "short.csv").active("b") == 46.7  # active defaults to total
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".csv", ".json"])
 def test_round_trip(tmp_path, suffix):
     reg = ModelRegistry({"a": 7.2, "b": (46.7, 12.9)})
-    reg.to_file(tmp_path / f"r{suffix}")
-    assert ModelRegistry.from_file(tmp_path / f"r{suffix}") == reg
+    reg.save(tmp_path / f"r{suffix}")
+    assert ModelRegistry.load(tmp_path / f"r{suffix}") == reg
 
 
 def test_require_names_every_missing_model_and_the_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("a: 7\n")
-    reg = ModelRegistry.from_file(path)
+    reg = ModelRegistry.load(path)
     with pytest.raises(RegistryError, match=r"scores: no parameter counts for 'b', 'c'\. Add them to .*params\.yaml"):
         reg.require(["a", "b", "c", "b"], context="scores")
     with pytest.raises(KeyError):  # RegistryError is also a KeyError
@@ -68,7 +68,7 @@ def test_bad_csv(tmp_path, text, match):
     path = tmp_path / "r.csv"
     path.write_text(text)
     with pytest.raises(RegistryError, match=match):
-        ModelRegistry.from_file(path)
+        ModelRegistry.load(path)
 
 
 @pytest.mark.parametrize(
@@ -86,15 +86,15 @@ def test_bad_yaml(tmp_path, text, match):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     with pytest.raises(RegistryError, match=match):
-        ModelRegistry.from_file(path)
+        ModelRegistry.load(path)
 
 
 def test_bad_paths(tmp_path):
     with pytest.raises(RegistryError, match="does not exist"):
-        ModelRegistry.from_file(tmp_path / "nope.yaml")
+        ModelRegistry.load(tmp_path / "nope.yaml")
     (tmp_path / "r.txt").write_text("a 7")
     with pytest.raises(RegistryError, match="unknown format '.txt'"):
-        ModelRegistry.from_file(tmp_path / "r.txt")
+        ModelRegistry.load(tmp_path / "r.txt")
     with pytest.raises(RegistryError, match="listed twice"):
         ModelRegistry([ModelInfo("a", 1, 1), ModelInfo("a", 2, 2)])
 
@@ -112,3 +112,11 @@ def test_mmlu_pro_registry_covers_every_result_file(mmlu_pro_dir):
     from workbench.scores import mmlu_pro_model_files
 
     mmlu_pro_registry().require(mmlu_pro_model_files(mmlu_pro_dir), context="MMLU-Pro results")
+
+
+def test_old_file_verbs_still_work_with_a_deprecation_warning(tmp_path):
+    reg = ModelRegistry({"a": 7.0, "b": 8.0})
+    with pytest.warns(DeprecationWarning, match="use ModelRegistry.save"):
+        reg.to_file(tmp_path / "r.yaml")
+    with pytest.warns(DeprecationWarning, match="use ModelRegistry.load"):
+        assert ModelRegistry.from_file(tmp_path / "r.yaml") == reg

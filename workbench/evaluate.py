@@ -497,7 +497,7 @@ def evaluate_mmlu_pro(
     elif isinstance(params, ModelRegistry):
         registry = params
     else:
-        registry = ModelRegistry.from_file(params)
+        registry = ModelRegistry.load(params)
     scores, X, src, _, fingerprint = load_mmlu_pro(results_dir, embedder=embedder, progress=progress)
     return run_protocol(X, scores, registry, budgets=budgets, seed=seed, router=router,
                         fine_labels=src if use_subjects else None, embedder=fingerprint, **kwargs)

@@ -243,7 +243,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ files
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ModelRegistry":
+    def load(cls, path: str | os.PathLike) -> "ModelRegistry":
         """Read a registry from YAML (a list of records or a mapping) or CSV.
 
         Accepted YAML shapes::
@@ -343,7 +343,7 @@ class ModelRegistry:
                 raise RegistryError(f"{exc}{loc}") from None
         return cls(models, source=source)
 
-    def to_file(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the registry as YAML (``.yaml``/``.yml``, a list of records), JSON or CSV."""
         from workbench._paths import atomic_write_text
 
@@ -370,6 +370,25 @@ class ModelRegistry:
         else:
             raise RegistryError(f"cannot write a model registry to {path}: use .yaml, .yml, .json or .csv")
         atomic_write_text(path, text)
+
+    # the old names (``from_file`` / ``to_file``), kept for one release: every workbench object
+    # reads and writes with ``load`` / ``save``
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "ModelRegistry":
+        """Deprecated name of :meth:`load`."""
+        import warnings
+
+        warnings.warn("ModelRegistry.from_file is deprecated; use ModelRegistry.load",
+                      DeprecationWarning, stacklevel=2)
+        return cls.load(path)
+
+    def to_file(self, path: str | os.PathLike) -> None:
+        """Deprecated name of :meth:`save`."""
+        import warnings
+
+        warnings.warn("ModelRegistry.to_file is deprecated; use ModelRegistry.save",
+                      DeprecationWarning, stacklevel=2)
+        self.save(path)
 
     @classmethod
     def mmlu_pro(cls) -> "ModelRegistry":
