@@ -91,7 +91,7 @@ def test_bad_edits_name_the_value_and_leave_the_map(editor):
 
 def test_undo_redo_groups_an_optimise(editor):
     start = editor.mapping.assignments
-    changed = editor.optimise(budget_b=4.0)
+    changed = editor.optimize(budget_b=4.0)
     assert len(changed) >= 2  # several rows change in one action
     optimised = editor.mapping.assignments
     editor.undo()
@@ -108,7 +108,7 @@ def test_undo_redo_groups_an_optimise(editor):
 
 def test_optimise_matches_the_optimizer_and_keeps_locked_rows(editor, bundle):
     editor.set_expert("law", "mid")
-    editor.optimise(budget_b=3.5, locked=["law"])
+    editor.optimize(budget_b=3.5, locked=["law"])
     m = editor.metrics
     assert m.average_active_params_b <= 3.5 + 1e-9
     assert editor.mapping.expert_for("law") == "mid"
@@ -124,7 +124,7 @@ def test_optimise_matches_the_optimizer_and_keeps_locked_rows(editor, bundle):
 def test_optimise_below_the_smallest_budget_says_which(editor):
     before = editor.mapping.assignments
     with pytest.raises(InfeasibleBudgetError, match="smallest feasible"):
-        editor.optimise(budget_b=0.1)
+        editor.optimize(budget_b=0.1)
     assert editor.mapping.assignments == before
 
 

@@ -23,7 +23,7 @@ Examples
 >>> from workbench.ui.mapping_editor import MappingEditorModel      # doctest: +SKIP
 >>> editor = MappingEditorModel.from_bundle(bundle)                  # doctest: +SKIP
 >>> editor.set_expert("math", "math-expert"); editor.metrics.expected_score   # doctest: +SKIP
->>> editor.optimise(budget_b=0.5, locked=["code"]); editor.undo()   # doctest: +SKIP
+>>> editor.optimize(budget_b=0.5, locked=["code"]); editor.undo()   # doctest: +SKIP
 >>> editor.save("my_map.yaml")                                       # doctest: +SKIP
 """
 from __future__ import annotations
@@ -150,9 +150,9 @@ class MappingEditorModel(param.Parameterized):
     """
 
     budget_b = param.Number(default=None, allow_None=True, bounds=(0, None),
-                            doc="Budget on average active parameters (billions) for optimise().")
+                            doc="Budget on average active parameters (billions) for optimize().")
     locked = param.List(default=[], item_type=str,
-                        doc="Categories optimise() keeps as they are.")
+                        doc="Categories optimize() keeps as they are.")
     version = param.Integer(default=0, doc="Bumped on every change of the map or the locks.")
     status = param.String(default="", doc="The last message for the user (errors included).")
 
@@ -393,7 +393,7 @@ class MappingEditorModel(param.Parameterized):
         self._apply([(category, expert)], f"{category}: {self._map.expert_for(self._check_category(category))} -> {expert}")
 
     def set_locked(self, category: str, locked: bool = True) -> None:
-        """Lock (or unlock) a row so :meth:`optimise` keeps it."""
+        """Lock (or unlock) a row so :meth:`optimize` keeps it."""
         self._check_category(str(category))
         now = [c for c in self.locked if c != category]
         if locked:
@@ -421,7 +421,7 @@ class MappingEditorModel(param.Parameterized):
         self._changed("redone: " + "; ".join(lines))
         return lines
 
-    def optimise(self, budget_b: float | None = None, locked: Iterable[str] | None = None,
+    def optimize(self, budget_b: float | None = None, locked: Iterable[str] | None = None,
                  **limits: Any) -> list[str]:
         """Replace the unlocked rows by the exact best map at ``budget_b`` (one undoable action).
 
@@ -466,6 +466,15 @@ class MappingEditorModel(param.Parameterized):
         if not applied:
             self.status = f"the map is already optimal at {format_params(float(budget_b))}"
         return [str(e) for e in applied]
+
+
+    def optimise(self, *args: Any, **kwargs: Any) -> list[str]:
+        """Deprecated spelling of :meth:`optimize` (kept for one release)."""
+        import warnings
+
+        warnings.warn("MappingEditorModel.optimise is deprecated; use optimize", DeprecationWarning,
+                      stacklevel=2)
+        return self.optimize(*args, **kwargs)
 
     # ------------------------------------------------------------------ files
     def _resolve(self, name: str | os.PathLike) -> Path:

@@ -90,7 +90,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
         self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
         self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
-        self._optimise.on_click(lambda e: self._run(lambda: model.optimise(self._budget.value / self._unit)))
+        self._optimise.on_click(lambda e: self._run(lambda: model.optimize(self._budget.value / self._unit)))
         self._undo.on_click(lambda e: self._run(model.undo))
         self._redo.on_click(lambda e: self._run(model.redo))
         self._save.on_click(lambda e: self._run(lambda: model.save(self._need_path())))

@@ -95,7 +95,7 @@ def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | Non
         except Exception as exc:
             model.status = f"error: {exc}"
 
-    opt.on_click(lambda _: run(lambda: model.optimise(budget.value)))
+    opt.on_click(lambda _: run(lambda: model.optimize(budget.value)))
     undo.on_click(lambda _: run(model.undo))
     redo.on_click(lambda _: run(model.redo))
     save.on_click(lambda _: run(lambda: model.save(path.value.strip() or "map.yaml")))
