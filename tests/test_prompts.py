@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -237,3 +236,49 @@ def test_atomic_write_gives_ordinary_file_mode(tmp_path):
     os.umask(umask)
     assert (tmp_path / "m.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "m.yaml").read_text() == "a: 1\n"
+
+
+def test_one_mmlu_pro_reader_for_prompts_and_scores(tmp_path):
+    """PromptSet and ExpertScores find and parse MMLU-Pro files through workbench.mmlu_pro."""
+    import zipfile
+
+    from workbench import mmlu_pro
+    from workbench.errors import ScoresError
+    from workbench.scores import ExpertScores, mmlu_pro_model_files
+
+    def write(name, records):
+        with zipfile.ZipFile(tmp_path / f"model_outputs_{name}_5shots.zip", "w") as zf:
+            zf.writestr(f"model_outputs_{name}_5shots.json", json.dumps(records))
+
+    recs = [{"question_id": q, "question": f"q{q}?", "category": "math", "options": ["1", "2"],
+             "answer": "A", "answer_index": 0, "src": "s", "pred": "A"} for q in (10, 2)]
+    write("alpha", recs)
+    write("beta", recs[:1])
+    (tmp_path / "model_outputs_gamma_5shots.json").write_text(json.dumps(recs))
+    (tmp_path / "model_outputs_gamma_5shots.zip").write_bytes(b"not a zip")  # the .json wins
+    (tmp_path / "notes.txt").write_text("x")
+    assert mmlu_pro.model_name("model_outputs_Yi-34B_5shots.zip") == "Yi-34B"
+    assert mmlu_pro.model_name("notes.txt") is None
+    files = mmlu_pro_result_files(tmp_path)
+    assert files == mmlu_pro_model_files(tmp_path) == mmlu_pro.result_files(tmp_path)
+    assert list(files) == ["alpha", "beta", "gamma"] and files["gamma"].suffix == ".json"
+    ps = PromptSet.from_mmlu_pro(tmp_path)
+    assert ps.ids == ["10", "2"] and ps.df["answer_index"].tolist() == [0, 0]
+    s = ExpertScores.from_mmlu_pro(tmp_path, cache=False)
+    assert s.prompt_ids == ["10"] and s.experts == ["alpha", "beta", "gamma"]
+    assert ExpertScores.from_mmlu_pro(tmp_path, common_only=False, cache=False).prompt_ids == ["2", "10"]
+    assert PromptSet.read(tmp_path).ids == ps.ids  # a folder of result files reads as MMLU-Pro
+    # the same damaged file is the caller's error class, naming the file
+    bad = tmp_path / "model_outputs_gamma_5shots.zip"
+    with pytest.raises(PromptSetError, match="not a valid zip"):
+        PromptSet.from_mmlu_pro(bad)
+    (tmp_path / "model_outputs_gamma_5shots.json").unlink()
+    with pytest.raises(ScoresError, match="model_outputs_gamma_5shots.zip is not a valid zip"):
+        ExpertScores.from_mmlu_pro(tmp_path, cache=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert mmlu_pro_result_files(empty) == {}
+    with pytest.raises(ScoresError, match="no MMLU-Pro result files"):
+        mmlu_pro_model_files(empty)
+    with pytest.raises(PromptSetError, match="no MMLU-Pro result files"):
+        PromptSet.from_mmlu_pro(empty)

@@ -36,89 +36,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ExpertScores", "mmlu_pro_model_files"]
 
-_MMLU_PREFIX = "model_outputs_"
-_MMLU_SUFFIX = "_5shots"
-
-
 def mmlu_pro_model_files(directory: str | os.PathLike) -> dict[str, Path]:
-    """Map model name -> result file for ``model_outputs_<name>_5shots.(zip|json)`` in ``directory``."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ScoresError(f"MMLU-Pro results folder {directory} does not exist")
-    files: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
-        stem = path.name
-        for ext in (".zip", ".json"):
-            if stem.endswith(ext):
-                stem = stem[: -len(ext)]
-                break
-        else:
-            continue
-        if not stem.startswith(_MMLU_PREFIX):
-            continue
-        name = stem[len(_MMLU_PREFIX):]
-        if name.endswith(_MMLU_SUFFIX):
-            name = name[: -len(_MMLU_SUFFIX)]
-        files.setdefault(name, path)  # prefer .json over .zip only if sorted first; either is fine
-    if not files:
-        raise ScoresError(
-            f"no MMLU-Pro result files (model_outputs_<model>_5shots.zip) in {directory}"
-        )
-    return files
+    """Map model name -> result file for ``model_outputs_<name>_5shots.(zip|json)`` in ``directory``.
 
+    See :func:`workbench.mmlu_pro.result_files`; a missing folder or one without result files
+    raises :class:`ScoresError`.
+    """
+    from workbench import mmlu_pro
 
-def _mmlu_cache_path(files: Mapping[str, Path], common_only: bool) -> Path | None:
-    import hashlib
-
-    from workbench._paths import cache_dir
-
-    h = hashlib.sha256(b"mmlu-pro-scores-v1")
-    h.update(str(common_only).encode())
-    for name, path in files.items():
-        st = path.stat()
-        h.update(f"|{name}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    try:
-        return cache_dir("scores") / f"mmlu-pro-{h.hexdigest()[:20]}.npz"
-    except OSError:  # read-only home etc.: no cache
-        return None
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    import io
-
-    from workbench._paths import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError:
-        pass
-
-
-def _read_mmlu_records(path: Path) -> list[dict]:
-    import zipfile
-
-    from workbench.safeio import load_json
-
-    if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if n.lower().endswith(".json")]
-            if not members:
-                raise ScoresError(f"{path} holds no .json file of MMLU-Pro records")
-            raw = zf.read(members[0])
-        source = f"{path} ({members[0]})"
-    else:
-        raw = path.read_bytes()
-        source = str(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScoresError(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    data = load_json(text, source, error=ScoresError)  # duplicate keys are refused
-    if not isinstance(data, list):
-        raise ScoresError(f"{path}: expected a JSON list of MMLU-Pro records, got {type(data).__name__}")
-    return data
+    return mmlu_pro.result_files(directory, error=ScoresError)
 
 
 def _wilson(mean: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +218,8 @@ class ExpertScores:
         >>> round(s.expert_means()["Meta-Llama-3_1-70B-Instruct"], 2)   # doctest: +SKIP
         0.63
         """
+        from workbench import mmlu_pro
+
         files = mmlu_pro_model_files(dir)
         if models is not None:
             models = [str(m) for m in models]
@@ -302,42 +230,8 @@ class ExpertScores:
                     f"available: {short_list(files)}"
                 )
             files = {m: files[m] for m in models}
-        cache_path = _mmlu_cache_path(files, common_only) if cache else None
-        if cache_path is not None and cache_path.exists():
-            try:
-                with np.load(cache_path, allow_pickle=False) as z:
-                    cats = z["categories"].tolist() if z["has_categories"] else None
-                    return cls(z["values"], z["prompt_ids"].tolist(), z["experts"].tolist(), cats)
-            except Exception:  # a damaged cache entry is rebuilt below
-                pass
-        per_model: dict[str, dict[str, float]] = {}
-        cats: dict[str, str] = {}
-        for name, path in files.items():
-            correct: dict[str, float] = {}
-            for rec in _read_mmlu_records(path):
-                qid = str(rec.get("question_id"))
-                pred, answer = rec.get("pred"), rec.get("answer")
-                correct[qid] = 1.0 if (pred is not None and pred == answer) else 0.0
-                if qid not in cats and rec.get("category") is not None:
-                    cats[qid] = str(rec["category"])
-            per_model[name] = correct
-        id_sets = [set(d) for d in per_model.values()]
-        ids = set.intersection(*id_sets) if common_only else set.union(*id_sets)
-        ids = sorted(ids, key=lambda q: (int(q) if q.isdigit() else float("inf"), q))
-        if not ids:
-            raise ScoresError(f"the MMLU-Pro files in {dir} share no question ids")
-        names = list(per_model)
-        values = np.array([[per_model[m].get(q, 0.0) for m in names] for q in ids], dtype=float)
-        categories = [cats.get(q) for q in ids]
-        if any(c is None for c in categories):
-            categories = None
-        out = cls(values, ids, names, categories)
-        if cache_path is not None:
-            _save_npz(cache_path, values=values, prompt_ids=np.asarray(ids, dtype=str),
-                      experts=np.asarray(names, dtype=str),
-                      categories=np.asarray(categories or [], dtype=str),
-                      has_categories=np.asarray(categories is not None))
-        return out
+        table = mmlu_pro.correctness(files, common_only=common_only, cache=cache, error=ScoresError)
+        return cls(table.values, table.question_ids, table.models, table.categories)
 
     @classmethod
     def from_long(
