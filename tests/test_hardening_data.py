@@ -260,13 +260,13 @@ def _served_equals_fresh(minilm, tmp_path, fresh_vectors, warn: str | None):
 
 
 def test_cache_shard_of_the_wrong_width_is_recomputed(minilm, fresh_vectors, tmp_path):
-    from workbench.embed import _shard_checksum
+    from workbench.embed import shard_checksum
 
     shard = _populated(minilm, tmp_path)
     with np.load(shard) as z:
         keys = z["keys"]
     narrow = np.ones((len(keys), 10), np.float32)
-    _rewrite_shard(shard, vectors=narrow, checksum=np.asarray(_shard_checksum(keys, narrow)))
+    _rewrite_shard(shard, vectors=narrow, checksum=np.asarray(shard_checksum(keys, narrow)))
     _served_equals_fresh(minilm, tmp_path, fresh_vectors, "10 wide but the model gives 384")
 
 
