@@ -123,3 +123,19 @@ def test_truncated_safetensors_detected(six_layer, tmp_path):
 def test_checkpoint_without_config(tmp_path):
     with pytest.raises(ExpertError, match="no config.json"):
         inspect_checkpoint(tmp_path, expert="x")
+
+
+def test_weights_bytes_on_disk_is_the_one_checkpoint_byte_sum(six_layer, tmp_path):
+    from workbench.placement import weights_bytes_on_disk
+
+    files = sorted(six_layer.glob("*.safetensors"))
+    assert files and weights_bytes_on_disk(six_layer) == sum(f.stat().st_size for f in files)
+    assert inspect_checkpoint(six_layer).nbytes == weights_bytes_on_disk(str(six_layer))
+    old = tmp_path / "old"  # no safetensors: the .bin weights count
+    old.mkdir()
+    (old / "pytorch_model.bin").write_bytes(b"x" * 100)
+    assert weights_bytes_on_disk(old) == 100
+    (old / "adapter_model.safetensors").write_bytes(b"y" * 7)  # safetensors win when present
+    assert weights_bytes_on_disk(old) == 7
+    assert weights_bytes_on_disk(None) == 0 and weights_bytes_on_disk(tmp_path / "missing") == 0
+    assert weights_bytes_on_disk(old / "pytorch_model.bin") == 0  # a file, not a folder

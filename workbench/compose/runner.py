@@ -11,7 +11,6 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from workbench.errors import ExpertError
@@ -121,9 +120,9 @@ class PoolRunner:
             pass
         spec = self.pool.specs.get(expert) if hasattr(self.pool, "specs") else None
         if spec is not None:
-            path = Path(str(spec.model))
-            if path.is_dir():
-                return int(sum(f.stat().st_size for f in path.glob("*.safetensors")))
+            from workbench.placement import weights_bytes_on_disk
+
+            return weights_bytes_on_disk(str(spec.model))
         return 0
 
 
@@ -297,8 +296,9 @@ class ProcessPoolRunner:
         return int(parse_size(self.cpu_memory))
 
     def expert_bytes(self, expert: str) -> int:
-        path = Path(str(self.specs[expert].model))
-        return int(sum(f.stat().st_size for f in path.glob("*.safetensors"))) if path.is_dir() else 0
+        from workbench.placement import weights_bytes_on_disk
+
+        return weights_bytes_on_disk(str(self.specs[expert].model))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -96,17 +96,6 @@ def base_key(spec: ExpertSpec) -> tuple:
     return model, spec.dtype or "auto", bool(spec.trust_remote_code)
 
 
-def _adapter_bytes_on_disk(adapter: str | Path | None) -> int:
-    file = Path(str(adapter)).expanduser() / "adapter_model.safetensors" if adapter else None
-    return file.stat().st_size if file is not None and file.is_file() else 0
-
-
-def _weights_on_disk(model: str | Path) -> int:
-    """Bytes of ``*.safetensors`` in a local checkpoint folder (0 if it is not one); no validation."""
-    folder = Path(model).expanduser()
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
-
-
 class _BackgroundTrim:
     """Run glibc ``malloc_trim`` off the switch path, once requests have paused for ``delay`` seconds.
 

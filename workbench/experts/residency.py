@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from workbench.errors import ExpertError
-from workbench.experts.entry import _adapter_bytes_on_disk, _weights_on_disk
+from workbench.placement import weights_bytes_on_disk
 
 
 class Residency:
@@ -35,7 +35,7 @@ class Residency:
                 common = {"base": e.base.spec.name if e.base is not None else None, "hidden": e.hidden,
                           "adapter_merged": e.base is not None and any(w is e for w, _ in e.base.merged.values())}
                 if e.base is not None:
-                    size = e.adapter.nbytes if e.adapter is not None else _adapter_bytes_on_disk(e.spec.adapter)
+                    size = e.adapter.nbytes if e.adapter is not None else weights_bytes_on_disk(e.spec.adapter)
                     rows.append({"expert": name, "tier": tier, "gpu_bytes": 0, "cpu_bytes": e.bytes_on("cpu"),
                                  "disk_bytes": 0 if e.adapter is not None else size, "size_bytes": size,
                                  "pinned": e.pinned, "in_use": e.in_use, "loading": e.base.loading,
@@ -49,7 +49,7 @@ class Residency:
                     disk = 0
                 else:
                     modules = {"disk": [""]}
-                    disk = e.nbytes or (e.checkpoint.nbytes if e.checkpoint else _weights_on_disk(e.spec.model))
+                    disk = e.nbytes or (e.checkpoint.nbytes if e.checkpoint else weights_bytes_on_disk(str(e.spec.model)))
                 rows.append({
                     "expert": name,
                     "tier": tier,
