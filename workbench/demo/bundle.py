@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench._paths import atomic_write_text
-from workbench.demo.tiny import DemoError, DemoExperts, _frame, load_demo_config, train_demo_experts
+from workbench.demo.data import demo_frame
+from workbench.demo.tiny import DemoError, DemoExperts, load_demo_config, train_demo_experts
 
 #: The kinds of demo expert :func:`build_demo_bundle` builds.
 DEMO_KINDS = ("real", "tiny")
@@ -166,7 +167,7 @@ def _score_tiny_experts(experts: DemoExperts, prompts, *, progress: bool, max_le
         if set(frame["expert"]) == set(experts.names):
             return frame
     held = prompts.subset(experts.held_out_ids) if hasattr(prompts, "subset") else \
-        _frame(prompts).set_index("id").loc[experts.held_out_ids].reset_index()
+        demo_frame(prompts).set_index("id").loc[experts.held_out_ids].reset_index()
     frames = [loglik_frame(experts.paths[name], held, name=name, batch_size=16,
                            max_length=max_length, device="cpu", progress=progress)
               for name in experts.names]

@@ -36,8 +36,9 @@ from typing import Any
 
 from workbench._paths import atomic_write_text, data_dir, replace_dir
 from workbench._paths import cache_dir as _cache_dir
-from workbench.demo.tiny import (DemoError, _frame, data_fingerprint, parse_categories, read_spec,
-                                 split_held_out)
+from workbench.demo.data import data_fingerprint, demo_frame, split_held_out
+from workbench.demo.spec import parse_categories, read_spec
+from workbench.errors import DemoError
 
 #: Bump when the adapter recipe changes in a way the spec file does not capture.
 REAL_DEMO_VERSION = "1"
@@ -242,7 +243,7 @@ def base_parameters(base: Path) -> int:
 
 
 def _training_examples(config: RealDemoConfig, prompts, tokenizer, *, seed: int):
-    df = _frame(prompts)
+    df = demo_frame(prompts)
     categories = sorted(df["category"].astype(str).unique())
     unknown = sorted({c for e in config.experts for c in (e.categories or [])} - set(categories))
     if unknown:
@@ -270,11 +271,11 @@ def _train_one(base: Path, examples, *, lora: Mapping, steps: int, seed: int, ba
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workbench.demo.tiny import _deterministic, _expert_seed, fine_tune
+    from workbench.demo.training import derive_seed, deterministic, fine_tune
 
-    expert_seed = _expert_seed(seed, name)
+    expert_seed = derive_seed(seed, name)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    with _deterministic():
+    with deterministic():
         torch.manual_seed(expert_seed)
         peft_model = get_peft_model(model, LoraConfig(
             r=int(lora["r"]), lora_alpha=float(lora["lora_alpha"]),
@@ -492,7 +493,7 @@ def score_experts(experts: RealDemoExperts, prompts, *, progress: bool = True, b
     from workbench.livescore import loglik_frame
 
     held = prompts.subset(experts.held_out_ids) if hasattr(prompts, "subset") else \
-        _frame(prompts).set_index("id").loc[experts.held_out_ids].reset_index()
+        demo_frame(prompts).set_index("id").loc[experts.held_out_ids].reset_index()
     max_length = int(experts.config.training["max_length"])
     frames = []
     with ExpertPool(experts.specs(), gpu_memory=None, cpu_memory="4GiB", prefetch=False) as pool:

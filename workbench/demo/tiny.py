@@ -41,23 +41,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from workbench._paths import atomic_write_text, data_dir, replace_dir
+from workbench._paths import atomic_write_text, replace_dir
 from workbench._paths import cache_dir as _cache_dir
-from workbench.errors import DemoError
+from workbench.demo.data import data_fingerprint, demo_frame, split_held_out
+from workbench.demo.spec import (  # noqa: F401 - re-exported: workbench.demo.tiny keeps its old names
+    DemoConfig, DemoExpertConfig, default_spec_file, load_demo_config, parse_categories, read_spec,
+)
+from workbench.demo.training import count_parameters, derive_seed, deterministic, fine_tune
+from workbench.errors import DemoError  # noqa: F401 - re-exported
 from workbench.livescore import encode_pair
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 #: Bump when the training recipe changes in a way the spec file does not capture.
 DEMO_VERSION = "1"
@@ -74,180 +73,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}\n{% endif %}"
 )
-
-
-def default_spec_file() -> Path:
-    """``data/demo_experts.yaml``: the demo experts' names, sizes and training categories."""
-    return data_dir() / "demo_experts.yaml"
-
-
-# --------------------------------------------------------------------------------------------
-# spec file
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DemoExpertConfig:
-    """One demo expert of ``demo_experts.yaml``: what it is, its size and what it trains on."""
-
-    name: str
-    description: str
-    categories: list[str] | None  # None: every category (the generalist)
-    architecture: dict[str, int]
-    steps: int
-
-    @property
-    def is_generalist(self) -> bool:
-        return self.categories is None
-
-
-@dataclass
-class DemoConfig:
-    """The parsed demo spec file (see ``data/demo_experts.yaml``)."""
-
-    experts: list[DemoExpertConfig]
-    tokenizer: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    generation: dict[str, Any] = field(default_factory=dict)
-    source: str = "<dict>"
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def generalist(self) -> str:
-        return next(e.name for e in self.experts if e.is_generalist)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_TRAINING_DEFAULTS = {
-    "held_out": 0.25,
-    "max_length": 160,
-    "batch_size": 16,
-    "learning_rate": 3e-3,
-    "warmup_steps": 10,
-    "weight_decay": 0.0,
-}
-_ARCH_KEYS = {"hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"}
-
-
-def read_spec(path: str | os.PathLike | Mapping | None, default: Path, what: str) -> tuple[Any, str]:
-    """``(parsed YAML, source name)`` of a spec file, or of an already parsed mapping.
-
-    YAML aliases and duplicate keys are refused (:func:`workbench.safeio.load_yaml`).
-    """
-    from workbench.safeio import read_yaml_file
-
-    if isinstance(path, Mapping):
-        return dict(path), "<dict>"
-    file = Path(path) if path is not None else default
-    if not file.is_file():
-        raise DemoError(f"{what} file {file} does not exist; pass the path of a YAML file like "
-                        f"data/{default.name}")
-    return read_yaml_file(file, error=DemoError, what=f"{what} file") or {}, str(file)
-
-
-def parse_categories(cats: Any, where: str) -> list[str] | None:
-    """An expert's ``categories``: ``"all"`` (None: the generalist) or a non-empty list of names."""
-    if cats in ("all", None):
-        return None
-    if isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
-        return list(cats)
-    raise DemoError(f"{where}: categories must be 'all' or a list of category names, got {cats!r}")
-
-
-def load_demo_config(path: str | os.PathLike | Mapping | None = None) -> DemoConfig:
-    """Read and validate the demo experts' spec file.
-
-    Parameters
-    ----------
-    path : path or mapping, optional
-        A YAML file like ``data/demo_experts.yaml`` (the default), or the already parsed mapping.
-
-    Raises
-    ------
-    DemoError
-        Naming the file, the expert and the bad key.
-    """
-    raw, source = read_spec(path, default_spec_file(), "demo expert spec")
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("experts"), list) or not raw["experts"]:
-        raise DemoError(f"{source}: expected a mapping with a non-empty 'experts' list")
-    experts: list[DemoExpertConfig] = []
-    for i, item in enumerate(raw["experts"]):
-        where = f"{source}: experts[{i}]"
-        if not isinstance(item, Mapping) or not item.get("name"):
-            raise DemoError(f"{where}: each expert needs at least 'name', 'architecture' and 'steps'")
-        where = f"{source}: expert {item['name']!r}"
-        arch = dict(item.get("architecture") or {})
-        missing = _ARCH_KEYS - set(arch)
-        if missing:
-            raise DemoError(f"{where}: architecture lacks {sorted(missing)}; give "
-                            f"{sorted(_ARCH_KEYS)}")
-        if arch["hidden_size"] % arch["num_attention_heads"]:
-            raise DemoError(f"{where}: hidden_size {arch['hidden_size']} is not divisible by "
-                            f"num_attention_heads {arch['num_attention_heads']}")
-        categories = parse_categories(item.get("categories", "all"), where)
-        steps = item.get("steps")
-        if not isinstance(steps, int) or steps < 1:
-            raise DemoError(f"{where}: steps must be a positive integer, got {steps!r}")
-        experts.append(DemoExpertConfig(str(item["name"]), str(item.get("description", "")).strip(),
-                                        categories, {k: int(v) for k, v in arch.items()}, steps))
-    names = [e.name for e in experts]
-    if len(set(names)) != len(names):
-        raise DemoError(f"{source}: expert names must be unique, got {names}")
-    if not any(e.is_generalist for e in experts):
-        raise DemoError(f"{source}: one expert must be the generalist (categories: all)")
-    training = {**_TRAINING_DEFAULTS, **(raw.get("training") or {})}
-    return DemoConfig(experts, dict(raw.get("tokenizer") or {}), training,
-                      dict(raw.get("generation") or {}), source, dict(raw))
-
-
-# --------------------------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------------------------
-
-
-def _frame(prompts) -> pd.DataFrame:
-    """A DataFrame with id, text, category, answer from a PromptSet, DataFrame or records."""
-    import pandas as pd
-
-    df = getattr(prompts, "df", prompts)
-    if not isinstance(df, pd.DataFrame):
-        df = pd.DataFrame(list(df))
-    missing = {"id", "text", "category", "answer"} - set(df.columns)
-    if missing:
-        raise DemoError(f"the demo prompts need columns id, text, category, answer; missing "
-                        f"{sorted(missing)} (columns: {list(df.columns)})")
-    return df.reset_index(drop=True)
-
-
-def split_held_out(prompts, *, held_out: float = 0.25, seed: int = 0):
-    """Seeded per-category split of the demo prompts into (train, held_out) id lists.
-
-    Every category keeps ``round(held_out * n)`` prompts (at least one) out of training.
-    """
-    import numpy as np
-
-    df = _frame(prompts)
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for cat in sorted(df["category"].astype(str).unique()):
-        ids = df.loc[df["category"].astype(str) == cat, "id"].astype(str).tolist()
-        order = rng.permutation(len(ids))
-        k = max(1, int(round(held_out * len(ids)))) if len(ids) > 1 else 0
-        test += [ids[i] for i in sorted(order[:k])]
-        train += [ids[i] for i in sorted(order[k:])]
-    return train, test
-
-
-def data_fingerprint(prompts) -> str:
-    """Hash of the demo prompts' ids, texts, categories and answers (part of the cache key)."""
-    df = _frame(prompts)
-    h = hashlib.sha256()
-    for row in df[["id", "text", "category", "answer"]].astype(str).itertuples(index=False):
-        h.update("\x1f".join(row).encode("utf-8"))
-        h.update(b"\x1e")
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,10 +109,6 @@ def train_demo_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096, min_fr
 # --------------------------------------------------------------------------------------------
 
 
-def _expert_seed(seed: int, name: str) -> int:
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**31 - 1)
-
-
 def llama_config(arch: Mapping[str, int], tokenizer, *, max_length: int):
     """The ``LlamaConfig`` of a demo expert (tied embeddings, full multi-head attention)."""
     from transformers import LlamaConfig
@@ -301,16 +122,6 @@ def llama_config(arch: Mapping[str, int], tokenizer, *, max_length: int):
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None, initializer_range=0.02, rms_norm_eps=1e-5,
     )
-
-
-def count_parameters(model) -> int:
-    """Unique parameters (tied embeddings counted once)."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
 
 
 @dataclass
@@ -330,74 +141,6 @@ class TrainResult:
     n_train_tokens: int
 
 
-class _deterministic:
-    """Context manager: deterministic torch algorithms, restored on exit."""
-
-    def __enter__(self):
-        import torch
-
-        self._prev = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.use_deterministic_algorithms(self._prev)
-        return False
-
-
-def fine_tune(model, params, examples: Sequence[tuple[list[int], list[int]]], *, steps: int, seed: int,
-              pad_id: int, batch_size: int, learning_rate: float, betas: tuple[float, float],
-              weight_decay: float, warmup_steps: int, name: str = "", progress=None):
-    """AdamW on ``params`` over seeded batches of ``(prompt_ids, answer_ids)``, loss on the answers.
-
-    Linear warm-up, then cosine decay to 10% of ``learning_rate``; gradients clipped to norm 1.
-    Returns ``(losses, seconds, cpu_seconds)``. Used by the tiny experts (all weights) and the
-    real demo's LoRA specialists (the adapter's weights).
-    """
-    import torch
-
-    opt = torch.optim.AdamW(params, lr=learning_rate, betas=betas, weight_decay=weight_decay, eps=1e-8)
-
-    def lr_at(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        frac = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    losses: list[float] = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        if len(order) < batch_size:
-            order += torch.randperm(len(examples), generator=gen).tolist()
-        batch, order = order[:batch_size], order[batch_size:]
-        seqs = [examples[i] for i in batch]
-        width = max(len(p) + len(a) for p, a in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, (p, a) in enumerate(seqs):
-            n = len(p) + len(a)
-            ids[row, :n] = torch.tensor(p + a)
-            labels[row, len(p):n] = torch.tensor(a)
-            mask[row, :n] = 1
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(out.loss.detach()))
-        if progress is not None:
-            progress.set_postfix_str(f"{name} loss {losses[-1]:.2f}", refresh=False)
-            progress.update(1)
-    return losses, time.perf_counter() - t0, time.process_time() - c0
-
-
 def train_expert(name: str, arch: Mapping[str, int], examples: Sequence[tuple[list[int], list[int]]],
                  tokenizer, *, steps: int, seed: int = 0, batch_size: int = 16,
                  learning_rate: float = 3e-3, warmup_steps: int = 10, weight_decay: float = 0.0,
@@ -413,9 +156,9 @@ def train_expert(name: str, arch: Mapping[str, int], examples: Sequence[tuple[li
 
     if not examples:
         raise DemoError(f"expert {name!r} has no training examples; check its categories")
-    expert_seed = _expert_seed(seed, name)
+    expert_seed = derive_seed(seed, name)
     pad = tokenizer.pad_token_id
-    with _deterministic():
+    with deterministic():
         torch.manual_seed(expert_seed)
         model = LlamaForCausalLM(llama_config(arch, tokenizer, max_length=max_length))
         model.train()
@@ -562,7 +305,7 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
 
         prompts = load_demo_prompts()
     config = load_demo_config(spec_file)
-    df = _frame(prompts)
+    df = demo_frame(prompts)
     key = demo_cache_key(config, df, seed, steps_scale)
     root = Path(root) if root is not None else _cache_dir("demo-experts") / key
     if not force:
@@ -639,4 +382,3 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
     result = _load_manifest(root)
     assert result is not None
     return result
-
