@@ -139,3 +139,17 @@ def test_bad_snapshots_are_clear_errors():
         plan_switch([S("a"), S("a")], CPU_ONLY, SwitchRequest("a"))
     with pytest.raises(ExpertError, match="unknown tier"):
         plan_room([S("a")], CPU_ONLY, "disk", 1)
+
+
+def test_residency_rows_group_by_tier_without_a_pool():
+    from workbench.experts.residency import group_by_tier
+
+    rows = [{"expert": "a", "tier": "gpu", "gpu_bytes": 10, "cpu_bytes": 10, "disk_bytes": 0},
+            {"expert": "b", "tier": "cpu+disk", "gpu_bytes": 0, "cpu_bytes": 5, "disk_bytes": 7},
+            {"expert": "c", "tier": "disk", "gpu_bytes": 0, "cpu_bytes": 0, "disk_bytes": 9,
+             "pinned": True}]
+    g = group_by_tier(rows)
+    assert [e["expert"] for e in g["gpu"]] == ["a"]
+    assert [e["expert"] for e in g["cpu"]] == ["a", "b"]   # a keeps its CPU copy, b is split
+    assert [(e["expert"], e["bytes"]) for e in g["disk"]] == [("b", 7), ("c", 9)]
+    assert g["disk"][1]["pinned"] is True

@@ -1,12 +1,41 @@
 """What the pool holds where: tracked bytes per tier and the per-expert residency table (a mixin)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from workbench.errors import ExpertError
-from workbench.placement import weights_bytes_on_disk
+from workbench.placement import TIERS, weights_bytes_on_disk
+
+
+def group_by_tier(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """Residency rows (``ExpertPool.residency()``) grouped per tier.
+
+    Each item is ``{"expert", "bytes", "tier", "pinned", "in_use", "base", "merged", "hidden"}``. A
+    split expert appears in every tier holding part of it; an expert not in memory is on disk
+    with the bytes the pool reports for reading it (``disk_bytes``).
+    """
+    out: dict[str, list[dict]] = {t: [] for t in TIERS}
+    for row in rows:
+        tier = str(row.get("tier", ""))
+        parts = tier.split("+")
+        for t in TIERS:
+            nbytes = int(row.get(f"{t}_bytes") or 0)
+            if t in parts or (t != "disk" and nbytes > 0):
+                base = row.get("base")
+                out[t].append({"expert": row["expert"], "bytes": nbytes, "tier": tier,
+                               "pinned": bool(row.get("pinned")), "in_use": bool(row.get("in_use")),
+                               "base": base if isinstance(base, str) else None,
+                               "merged": bool(row.get("adapter_merged")),
+                               "hidden": bool(row.get("hidden"))})
+    return out
 
 
 class Residency:
     """Mixed into :class:`~workbench.experts.ExpertPool`."""
+
+    def residency_by_tier(self) -> dict[str, list[dict]]:
+        """Experts per tier (``{"gpu": [...], "cpu": [...], "disk": [...]}``, see :func:`group_by_tier`)."""
+        return group_by_tier(self.residency())
 
     def tracked_bytes(self, tier: str) -> int:
         """Bytes the pool holds (or has reserved for a load in progress) on ``tier`` (``gpu``/``cpu``/``disk``)."""

@@ -3,7 +3,7 @@ changes.
 
 :class:`TierModel` observes an :class:`~workbench.experts.ExpertPool` (a listener marks it stale on
 every pool event; :meth:`TierModel.refresh` re-reads ``pool.residency()`` and the recent events).
-Tier membership comes from the pool's own residency rows (:func:`group_by_tier`); the sizes are
+Tier membership is the pool's own (:meth:`ExpertPool.residency_by_tier`, :func:`group_by_tier`); the sizes are
 the pool's (``disk_bytes`` is what would be read from disk). No Panel, bokeh or ipywidgets import;
 the view is :class:`workbench.ui.panel.tiers.TierPanel` (HTML in :func:`workbench.ui.render.tiers_html`).
 
@@ -17,38 +17,15 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable
 from typing import Any
 
 import param
 
 from workbench.errors import ExpertError
+from workbench.experts.residency import group_by_tier
 from workbench.placement import TIERS
 
 __all__ = ["TIERS", "TierModel", "expert_notes", "group_by_tier"]
-
-
-def group_by_tier(rows: Iterable[dict]) -> dict[str, list[dict]]:
-    """Residency rows (``ExpertPool.residency()``) grouped per tier.
-
-    Each item is ``{"expert", "bytes", "tier", "pinned", "in_use", "base", "merged", "hidden"}``. A
-    split expert appears in every tier holding part of it; an expert not in memory is on disk
-    with the bytes the pool reports for reading it (``disk_bytes``).
-    """
-    out: dict[str, list[dict]] = {t: [] for t in TIERS}
-    for row in rows:
-        tier = str(row.get("tier", ""))
-        parts = tier.split("+")
-        for t in TIERS:
-            nbytes = int(row.get(f"{t}_bytes") or 0)
-            if t in parts or (t != "disk" and nbytes > 0):
-                base = row.get("base")
-                out[t].append({"expert": row["expert"], "bytes": nbytes, "tier": tier,
-                               "pinned": bool(row.get("pinned")), "in_use": bool(row.get("in_use")),
-                               "base": base if isinstance(base, str) else None,
-                               "merged": bool(row.get("adapter_merged")),
-                               "hidden": bool(row.get("hidden"))})
-    return out
 
 
 class _PoolWatcher:
@@ -159,7 +136,7 @@ class TierModel(param.Parameterized):
         """Experts per tier: ``{"gpu": [...], "cpu": [...], "disk": [...]}`` (:func:`group_by_tier`)."""
         if self.residency is None or self.residency.empty:
             return {t: [] for t in TIERS}
-        return group_by_tier(self.residency.to_dict("records"))
+        return group_by_tier(self.residency.to_dict("records"))  # the pool's rule, on the rows shown
 
     def totals(self) -> dict[str, int]:
         """Bytes per tier, summed over :meth:`by_tier`."""
