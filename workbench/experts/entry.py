@@ -125,6 +125,8 @@ class _BackgroundTrim:
             malloc_trim()
 
 
+#: one background trimmer per process: malloc_trim returns the whole process's freed heap, so
+#: one thread serves every pool (the pools ask it; it trims once switching pauses)
 TRIMMER = _BackgroundTrim()
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from workbench.errors import MapError
-from workbench.maps.projection import default_map_params
+from workbench.maps.projection import check_method_name, default_map_params
 
 __all__ = ["COLOR_BY", "METHODS", "PRETTY", "bundle_embeddings", "default_map_params",
            "is_session_model", "method_name", "shared_builder"]
@@ -43,8 +44,11 @@ def is_session_model(obj: Any) -> bool:
     return isinstance(obj, param.Parameterized) and "version" in obj.param
 
 
-# One MapBuilder per embeddings and seed, shared by all sessions of the process.
-_BUILDERS: dict[str, Any] = {}
+# One MapBuilder per embeddings and seed, shared by all sessions of the process (maps are
+# read-only; two sessions must not compute the same UMAP twice). Bounded: the least recently used
+# builder goes when a ninth set of embeddings arrives (its maps stay in the on-disk cache).
+MAX_SHARED_BUILDERS = 8
+_BUILDERS: OrderedDict[str, Any] = OrderedDict()
 _BUILDERS_LOCK = threading.Lock()
 
 
@@ -56,14 +60,15 @@ def shared_builder(X: np.ndarray, seed: int | None) -> Any:
     h = hashlib.blake2b(np.ascontiguousarray(X).data, digest_size=16).hexdigest()
     key = f"{h}-{X.shape}-{seed}"
     with _BUILDERS_LOCK:
-        if key not in _BUILDERS:
+        if key in _BUILDERS:
+            _BUILDERS.move_to_end(key)
+        else:
             _BUILDERS[key] = MapBuilder(X, seed=seed)
+            while len(_BUILDERS) > MAX_SHARED_BUILDERS:
+                _BUILDERS.popitem(last=False)
         return _BUILDERS[key]
 
 
 def method_name(method: str) -> str:
     """``"t-SNE"`` -> ``"tsne"``; unknown methods raise :class:`~workbench.errors.MapError`."""
-    m = str(method).lower().replace("-", "")
-    if m not in METHODS:
-        raise MapError(f"unknown map method {method!r}; use one of {', '.join(METHODS)}")
-    return m
+    return check_method_name(method)
