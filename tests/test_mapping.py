@@ -276,7 +276,7 @@ def test_realised_metrics_with_router_predictions(reg):
 
 def test_assign_many_is_one_undoable_action_and_all_or_nothing():
     from workbench.mapping import CategoryExpertMap
-    from workbench.mapping.map import Edit, EditGroup
+    from workbench.mapping import Edit, EditGroup
 
     m = CategoryExpertMap({"math": "a", "law": "a", "code": "a", "fallback": "b"}, experts=["a", "b", "c"])
     edits = m.assign_many([("math", "b"), ("law", "c"), ("code", "a")])  # code unchanged: skipped

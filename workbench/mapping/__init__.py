@@ -44,7 +44,8 @@ Examples
 """
 from __future__ import annotations
 
-from workbench.mapping.map import CategoryExpertMap, Edit, MapMetrics
+from workbench.mapping.history import Edit, EditGroup, MapHistory
+from workbench.mapping.map import CategoryExpertMap, MapMetrics
 from workbench.mapping.optimize import (
     FrontierPoint,
     monolithic_baselines,
@@ -55,6 +56,8 @@ from workbench.mapping.optimize import (
 __all__ = [
     "CategoryExpertMap",
     "Edit",
+    "EditGroup",
+    "MapHistory",
     "MapMetrics",
     "FrontierPoint",
     "optimize_mapping",

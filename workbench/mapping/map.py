@@ -16,12 +16,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import MappingError, ScoresError
+from workbench.mapping.history import Edit, EditGroup, MapHistory
 from workbench.mapping.problem import means_and_weights
 from workbench.registry import ModelRegistry
 from workbench.safeio import MAX_USER_FILE_BYTES, describe, short, short_list
@@ -35,28 +36,6 @@ __all__ = ["CategoryExpertMap", "Edit", "MapMetrics"]
 
 _MAX_PROBLEMS = 10  # problems of one kind listed in a validation error (the rest are counted)
 _MAX_LINE_KEYS = 20  # bad keys whose line a file error looks up
-
-
-class Edit(NamedTuple):
-    """One hand edit of a map: ``category`` moved from ``old`` to ``new`` expert."""
-
-    category: str
-    old: str
-    new: str
-
-    def __str__(self) -> str:
-        return f"{self.category}: {self.old} -> {self.new}"
-
-
-class EditGroup(tuple):
-    """The edits of one multi-row action (an optimise, a load), undone and redone together."""
-
-    def __str__(self) -> str:
-        return "; ".join(map(str, self))
-
-
-def _as_result(action: tuple[Edit, ...]) -> Edit | EditGroup:
-    return action[0] if len(action) == 1 else EditGroup(action)
 
 
 @dataclass(frozen=True)
@@ -152,8 +131,7 @@ class CategoryExpertMap:
             cats = [str(c) for c in categories if str(c) != self._fallback_category]
         self._known_categories = cats
         self._assign = self._validated(assignments, quote_values=bool(quote_values))
-        self._history: list[tuple[Edit, ...]] = []  # undoable actions, oldest first
-        self._redo: list[tuple[Edit, ...]] = []
+        self._history = MapHistory()
 
     # ------------------------------------------------------------------ validation
     def _validated(self, assignments: Mapping[str, str], *, quote_values: bool = True) -> dict[str, str]:
@@ -352,48 +330,41 @@ class CategoryExpertMap:
             return []
         for e in edits:
             self._assign[e.category] = e.new
-        self._history.append(tuple(edits))
-        self._redo.clear()
+        self._history.record(edits)
         return edits
 
     def undo(self) -> Edit | EditGroup:
         """Revert the last action and return it (an :class:`Edit`, or an :class:`EditGroup` for an
         action of several edits); raises :class:`MappingError` if there is none."""
-        if not self._history:
-            raise MappingError("nothing to undo: the map has no edits")
-        action = self._history.pop()
-        for edit in reversed(action):
+        action = self._history.undo()
+        for edit in reversed(list(action) if isinstance(action, EditGroup) else [action]):
             self._assign[edit.category] = edit.old
-        self._redo.append(action)
-        return _as_result(action)
+        return action
 
     def redo(self) -> Edit | EditGroup:
         """Re-apply the last undone action and return it (like :meth:`undo`)."""
-        if not self._redo:
-            raise MappingError("nothing to redo: no edit has been undone since the last change")
-        action = self._redo.pop()
-        for edit in action:
+        action = self._history.redo()
+        for edit in list(action) if isinstance(action, EditGroup) else [action]:
             self._assign[edit.category] = edit.new
-        self._history.append(action)
-        return _as_result(action)
+        return action
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._history)
+        return self._history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._history.can_redo
 
     @property
     def history(self) -> list[Edit]:
         """Applied edits, oldest first (the edits of a multi-row action in their order)."""
-        return [e for action in self._history for e in action]
+        return self._history.edits
 
     @property
     def actions(self) -> list[tuple[Edit, ...]]:
         """Applied undoable actions, oldest first (each one or more edits)."""
-        return list(self._history)
+        return self._history.actions
 
     def diff(self, other: "CategoryExpertMap | Mapping[str, str]") -> list[str]:
         """Readable differences, one line per category: ``"math: old -> new"``.

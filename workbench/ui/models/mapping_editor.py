@@ -105,7 +105,7 @@ def clean_autosaves(older_than_s: float = AUTOSAVE_MAX_AGE_S, folder: str | os.P
 
 def _edits(action: Any) -> list[Any]:
     """The edits of what ``CategoryExpertMap.undo``/``redo`` returned (one Edit or an EditGroup)."""
-    from workbench.mapping.map import EditGroup
+    from workbench.mapping import EditGroup
 
     return list(action) if isinstance(action, EditGroup) else [action]
 
