@@ -84,3 +84,13 @@ def map_editor_bundle():
     mapping = CategoryExpertMap({**{c: "small" for c in EDITOR_CATS}, "fallback": "big"},
                                 experts=registry, categories=EDITOR_CATS)
     return SimpleNamespace(mapping=mapping, scores=scores, registry=registry)
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tmp_path_factory):
+    """Two tiny random-init Llama experts (tiny-a, tiny-b) on disk, shared by the session."""
+    from helpers_models import write_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny-experts")
+    return {name: write_tiny_llama(root / name, hidden_size=64, num_layers=2, seed=seed)
+            for name, seed in (("tiny-a", 1), ("tiny-b", 2))}

@@ -13,56 +13,15 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_ui_chat import CATEGORY_PROMPTS, fit_router, make_coe, make_mapping, make_pool, tiny_experts  # noqa: E402,F401
-
-
-@dataclass
-class MiniBundle:
-    prompts: Any
-    embedder: Any
-    router: Any
-    scores: Any
-    registry: Any
-    mapping: Any
-    pool: Any
-    coe: Any
-    specs: list = field(default_factory=list)
-    embeddings: Any = None
-
-
-def build_mini_bundle(tiny_experts) -> MiniBundle:
-    """The small in-memory bundle (its pool must be closed by the caller)."""
-    import numpy as np
-    import pandas as pd
-
-    from workbench.embed import Embedder
-    from workbench.prompts import PromptSet
-    from workbench.registry import ModelInfo, ModelRegistry
-    from workbench.scores import ExpertScores
-
-    records = [{"id": f"{c}-{i}", "text": t, "category": c}
-               for c, ts in CATEGORY_PROMPTS.items() for i, t in enumerate(ts)]
-    prompts = PromptSet.from_records(records)
-    embedder = Embedder(progress=False)
-    router = fit_router(embedder)
-    rng = np.random.default_rng(0)  # synthetic per-prompt scores: input data for the map editor
-    scores = ExpertScores.from_long(pd.DataFrame(
-        [{"prompt_id": r["id"], "expert": e, "score": float(rng.random()), "category": r["category"]}
-         for r in records for e in ("tiny-a", "tiny-b")]))
-    registry = ModelRegistry([ModelInfo("tiny-a", 0.0002, 0.0002), ModelInfo("tiny-b", 0.0001, 0.0001)])
-    pool = make_pool(tiny_experts)
-    mapping = make_mapping(pool)
-    coe = make_coe(pool, mapping, embedder=embedder, router=router)
-    return MiniBundle(prompts, embedder, router, scores, registry, mapping, pool, coe,
-                      specs=list(pool.specs.values()), embeddings=embedder.embed(prompts))
+from helpers_chat import (  # noqa: E402,F401
+    CATEGORY_PROMPTS, MiniBundle, build_mini_bundle, fit_router, make_coe, make_mapping, make_pool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +313,7 @@ def test_serve_command_refuses_a_busy_port_with_a_clear_message(capsys):
 @pytest.mark.slow
 def test_live_coe_notebook_runs_top_to_bottom():
     """notebooks/04_live_coe.ipynb with small defaults (builds the demo bundle if not cached)."""
-    from test_notebooks import outputs_text, run_notebook
+    from helpers_notebooks import outputs_text, run_notebook
 
     path = Path(__file__).resolve().parent.parent / "notebooks" / "04_live_coe.ipynb"
     nb = run_notebook(path, {"COE_NB_FAST": "1"}, timeout=1800)

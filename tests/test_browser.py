@@ -22,7 +22,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_ui_chat import tiny_experts  # noqa: E402,F401  (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -111,7 +110,7 @@ def app_url(tiny_experts):
 
         bundle, close = build_demo_bundle(progress=False), None
     else:
-        from test_app import build_mini_bundle
+        from helpers_chat import build_mini_bundle
 
         bundle = build_mini_bundle(tiny_experts)
         close = bundle.pool.close

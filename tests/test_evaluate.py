@@ -206,7 +206,7 @@ def test_mmlu_pro_protocol_meets_acceptance_floors(mmlu_pro_dir):
 
 # ------------------------------------------------------------------------------------- notebook
 def _run_notebook(path, env, timeout):
-    from test_notebooks import outputs_text, run_notebook
+    from helpers_notebooks import outputs_text, run_notebook
 
     return outputs_text(run_notebook(path, env, timeout=timeout))
 

@@ -15,67 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from helpers_chat import CATEGORY_PROMPTS, make_coe, make_pool  # noqa: E402,F401
+
 XSS = '<img src=x onerror="window.__coe_xss=1"><script>window.__coe_xss=2</script>'
-
-CATEGORY_PROMPTS = {
-    "math": ["Solve for x: 3 x + 5 = 20.", "What is the derivative of x squared?",
-             "Compute 17 times 23.", "Is 91 a prime number?", "Integrate 2 x from 0 to 3.",
-             "What is the square root of 144?"],
-    "law": ["Is a verbal contract valid under state law?", "What did the court rule about the lease?",
-            "Can a landlord keep the deposit?", "What is negligence in tort law?",
-            "Explain the statute of limitations.", "Who has standing to sue in federal court?"],
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# fixtures: a real pool of tiny experts and a CoE over it
-
-
-@pytest.fixture(scope="session")
-def tiny_experts(tmp_path_factory):
-    from helpers_models import write_tiny_llama
-
-    root = tmp_path_factory.mktemp("tiny-experts")
-    return {name: write_tiny_llama(root / name, hidden_size=64, num_layers=2, seed=seed)
-            for name, seed in (("tiny-a", 1), ("tiny-b", 2))}
-
-
-def make_pool(tiny_experts):
-    from workbench.experts import ExpertPool, ExpertSpec
-
-    specs = [ExpertSpec(name=name, model=path, generation={"max_new_tokens": 12})
-             for name, path in tiny_experts.items()]
-    return ExpertPool(specs, gpu_memory=None, cpu_memory="256MiB")
-
-
-def make_mapping(pool):
-    from workbench.mapping import CategoryExpertMap
-
-    return CategoryExpertMap({"math": "tiny-a", "law": "tiny-b", "fallback": "tiny-a"},
-                             experts=list(pool.names))
-
-
-def fit_router(embedder):
-    import numpy as np
-
-    from workbench.router import CategoryRouter
-
-    texts = [t for ts in CATEGORY_PROMPTS.values() for t in ts]
-    labels = np.array([c for c, ts in CATEGORY_PROMPTS.items() for _ in ts])
-    return CategoryRouter(head="logreg").fit(embedder.encode(texts), labels)
-
-
-def make_coe(pool, mapping=None, embedder=None, router=None):
-    """The real CoE: MiniLM embedder, a router fitted on CATEGORY_PROMPTS, the map, the pool."""
-    from workbench.coe import CoE
-    from workbench.embed import Embedder
-
-    mapping = mapping if mapping is not None else make_mapping(pool)
-
-    embedder = embedder or Embedder(progress=False)
-    router = router or fit_router(embedder)
-    return CoE(embedder, router, mapping, pool)
-
 
 @pytest.fixture(scope="module")
 def pool(tiny_experts):

@@ -237,7 +237,7 @@ def test_notebook_03_runs_top_to_bottom(shared_data, tmp_path):
 
     pytest.importorskip("nbclient")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_notebooks import outputs_text, run_notebook
+    from helpers_notebooks import outputs_text, run_notebook
 
     path = Path(__file__).resolve().parent.parent / "notebooks" / "03_edit_mapping.ipynb"
     nb = run_notebook(path, {"COE_NB_FAST": "1", "COE_NB_MAPPING_SOURCE": "mmlu-pro",
