@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import validate_data
 
 from workbench.errors import InfeasibleBudgetError, RouterError
 from workbench.router.common import l2_normalize, nearest, require_fitted
@@ -52,31 +53,38 @@ class DirectRouter(BaseEstimator):
         self.shrinkage = shrinkage
         self.cost_weight = cost_weight
 
-    def fit(self, X, scores, *, experts: Sequence[str] | None = None,
+    def fit(self, X, y, *, experts: Sequence[str] | None = None,
             costs: Mapping[str, float] | Sequence[float] | None = None) -> "DirectRouter":
-        """Store calibration embeddings ``X`` (n, d) and expert scores (n, n_experts).
+        """Store calibration embeddings ``X`` (n, d) and expert scores ``y`` (n, n_experts).
 
-        ``scores`` may be an :class:`~workbench.scores.ExpertScores` (its experts are used) or an
-        array; ``costs`` (e.g. active parameters in billions) is a mapping by expert name or a
-        sequence in expert order (default: all 1).
+        ``y`` (the per-prompt scores, one column per expert; a 1-D array is one expert) may be an
+        :class:`~workbench.scores.ExpertScores` (its experts are used) or an array; ``costs``
+        (e.g. active parameters in billions) is a mapping by expert name or a sequence in expert
+        order (default: all 1).
         """
+        scores = y
         if not (isinstance(self.n_neighbors, (int, np.integer)) and self.n_neighbors >= 1):
             raise RouterError(f"n_neighbors={short(self.n_neighbors)} must be a positive integer")
         if hasattr(scores, "values") and hasattr(scores, "experts") and not hasattr(scores, "iloc"):
             experts = list(scores.experts) if experts is None else list(experts)
             S = np.asarray(scores.values, dtype=np.float64)
         else:
-            S = np.asarray(scores, dtype=np.float64)
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or S.ndim != 2 or len(X) != len(S):
+            S = np.asarray(scores)
+        x_shape = tuple(getattr(X, "shape", np.shape(X)))
+        if len(x_shape) == 2 and S.ndim in (1, 2) and x_shape[0] != len(S):
             raise RouterError(
-                f"X must be (n, d) and scores (n, n_experts) with the same n; got X {X.shape} and "
-                f"scores {S.shape}"
+                f"X must be (n, d) and scores (n, n_experts) with the same n; got X {x_shape} "
+                f"and scores {S.shape}"
             )
-        if len(X) < 2:
-            raise RouterError("DirectRouter needs at least 2 calibration prompts")
-        if not np.all(np.isfinite(S)) or not np.all(np.isfinite(X)):
-            raise RouterError("X and scores must be finite (no NaN); drop prompts missing a score")
+        if S.ndim == 2 and not np.all(np.isfinite(S.astype(np.float64, copy=False))):
+            raise RouterError("scores must be finite (no NaN); drop prompts missing a score")
+        # scikit-learn's own input checks (shape, dtype, NaN/inf, sparse, complex, n_features_in_);
+        # one score column per expert, a 1-D ``scores`` is one expert
+        X, S = validate_data(self, X, S, multi_output=True, y_numeric=True, dtype=np.float64,
+                             ensure_min_samples=2)
+        S = np.asarray(S, dtype=np.float64)
+        if S.ndim == 1:
+            S = S[:, None]
         experts = [f"expert_{i}" for i in range(S.shape[1])] if experts is None else list(experts)
         if len(experts) != S.shape[1]:
             raise RouterError(f"{len(experts)} expert names for {S.shape[1]} score columns")
@@ -94,7 +102,6 @@ class DirectRouter(BaseEstimator):
                 raise RouterError(f"costs has shape {cost.shape}, expected ({len(experts)},)")
         self.experts_ = np.asarray(experts)
         self.costs_ = cost
-        self.n_features_in_ = X.shape[1]
         self.train_ = l2_normalize(X) if self.normalize else X
         self.scores_ = S
         self.prior_ = S.mean(axis=0)
@@ -110,12 +117,13 @@ class DirectRouter(BaseEstimator):
     def quality(self, X) -> np.ndarray:
         """Estimated score of every expert on each prompt, shape (n, n_experts)."""
         require_fitted(self, "train_", "fit(X, scores)")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+        shape = tuple(getattr(X, "shape", np.shape(X)))
+        if len(shape) == 2 and shape[1] != self.n_features_in_:
             raise RouterError(
-                f"X has shape {X.shape}; this router expects (n, {self.n_features_in_}) embeddings "
-                "from the embedder it was fitted with"
+                f"X has {shape[1]} features, but DirectRouter is expecting {self.n_features_in_} "
+                "features as input: give it embeddings from the embedder it was fitted with"
             )
+        X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._quality(l2_normalize(X) if self.normalize else X)
 
     def choose(self, Q: np.ndarray, cost_weight: float) -> np.ndarray:
