@@ -27,7 +27,7 @@ def _blobs(n_per=60, k=4, d=16, spread=1.0, seed=0):
 
 
 # ----------------------------------------------------------------------- scikit-learn's own checks
-def _check_estimator(est, expected_failed=None):
+def _check_estimator(est, expected_failed=None, min_passed=40):
     from sklearn.utils.estimator_checks import check_estimator
 
     with warnings.catch_warnings():
@@ -37,7 +37,7 @@ def _check_estimator(est, expected_failed=None):
     failed = [(r["check_name"], str(r["exception"])[:300]) for r in results
               if r["status"] == "failed"]
     assert not failed, failed
-    assert sum(r["status"] == "passed" for r in results) >= 40
+    assert sum(r["status"] == "passed" for r in results) >= min_passed
 
 
 # kNN has no solver iterations, so the n_iter_ check (it applies to estimators with max_iter)
@@ -464,7 +464,8 @@ DIRECT_STRING_OUTPUT = {name: "predict returns expert names; the check compares 
 
 
 def test_sklearn_estimator_checks_direct_router():
-    _check_estimator(DirectRouter(n_neighbors=3), DIRECT_STRING_OUTPUT)
+    # no classifier/regressor tags: sklearn runs its 41 generic checks (35 pass, 4 opted out)
+    _check_estimator(DirectRouter(n_neighbors=3), DIRECT_STRING_OUTPUT, min_passed=35)
 
 
 def test_direct_router_string_predictions_keep_the_checked_properties():
