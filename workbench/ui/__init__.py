@@ -18,14 +18,10 @@ Panel nor plotly.
 from __future__ import annotations
 
 from workbench._lazy import lazy_getattr
+from workbench.ui.models import MODELS
 
 _LAZY = {
-    "EmbedModel": "workbench.ui.models.embed",
-    "ClusterMapModel": "workbench.ui.models.cluster_map",
-    "MappingEditorModel": "workbench.ui.models.mapping_editor",
-    "ChatModel": "workbench.ui.models.chat",
-    "TierModel": "workbench.ui.models.tiers",
-    "ComposeModel": "workbench.ui.models.compose",
+    **{name: module for name, module in MODELS.items() if name != "default_map_params"},
     "EmbedPanel": "workbench.ui.panel.explore",
     "ClusterMapPanel": "workbench.ui.panel.explore",
     "MappingEditorPanel": "workbench.ui.panel.mapping_editor",

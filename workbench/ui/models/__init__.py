@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from workbench._lazy import lazy_getattr
 
-_LAZY = {
+#: model name -> module (``workbench.ui`` lists the same models)
+MODELS = {
     "EmbedModel": "workbench.ui.models.embed",
     "ClusterMapModel": "workbench.ui.models.cluster_map",
     "MappingEditorModel": "workbench.ui.models.mapping_editor",
@@ -30,6 +31,7 @@ _LAZY = {
     "default_map_params": "workbench.ui.models.common",
 }
 
+_LAZY = MODELS
 __all__ = sorted(_LAZY)
 
 
