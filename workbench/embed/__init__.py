@@ -17,13 +17,7 @@ Modules
 - :mod:`~workbench.embed.embedder`: :class:`Embedder` (tokenizing, pooling, batching).
 - :mod:`~workbench.embed.files`: ``save_embeddings`` / ``load_embeddings``.
 
-Examples
---------
->>> from workbench.embed import Embedder
->>> emb = Embedder()                               # doctest: +SKIP
->>> X = emb.encode(["What is 2+2?", "Hola"])       # doctest: +SKIP
->>> X.shape                                        # doctest: +SKIP
-(2, 384)
+Examples are in the modules that own each name.
 """
 from workbench.embed.cache import SHARD_FORMAT, EmbeddingCache, shard_checksum, text_keys
 from workbench.embed.embedder import Embedder, Pooling

@@ -12,12 +12,7 @@ accelerate's plan/do split, one module per job:
 
 :class:`workbench.experts.ExpertPool` executes the plans. Importing this package imports no torch.
 
-Examples
---------
->>> parse_size("1.5KiB")
-1536
->>> parse_size("512MB")
-512000000
+Examples are in the modules that own each name.
 """
 from workbench.placement.checkpoint import (
     Checkpoint, inspect_checkpoint, read_safetensors_header, resolve_model_path, weights_bytes_on_disk,

@@ -9,13 +9,7 @@ Modules: :mod:`~workbench.prompts.set` (the object, validation, selections, spli
 labels file), :mod:`~workbench.prompts.demo` (the demo set). MMLU-Pro files are read by
 :mod:`workbench.mmlu_pro`.
 
-Examples
---------
->>> from workbench.prompts import PromptSet
->>> ps = PromptSet.from_records([{"text": "What is 2+2?", "category": "math"},
-...                              {"text": "Bonjour !", "category": "chat"}])
->>> len(ps), ps.ids
-(2, ['p-0', 'p-1'])
+Examples are in :mod:`workbench.prompts.set` and :mod:`workbench.prompts.files`.
 """
 from __future__ import annotations
 

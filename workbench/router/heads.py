@@ -32,21 +32,28 @@ def constant_state(present: np.ndarray, n_labels: int, d: int) -> dict[str, np.n
     return {"coef": np.zeros((n_labels, d)), "intercept": logits_b}
 
 
+def _fit_on_present(model, Z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Fit the sklearn ``model`` on the labels present in ``labels`` (as 0..k-1), convergence
+    warnings silenced; returns the present labels (their positions in the full label list)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    present = np.unique(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(Z, np.searchsorted(present, labels))
+    return present
+
+
 def fit_logreg_state(Z: np.ndarray, labels: np.ndarray, n_labels: int, *, C: float,
                      max_iter: int) -> dict[str, np.ndarray]:
     """Multinomial logistic regression; ``coef``/``intercept`` over all ``n_labels`` (absent
     labels get a logit of -50) and ``n_iter``."""
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    present = np.unique(labels)
-    if len(present) == 1:
-        return constant_state(present, n_labels, Z.shape[1])
-    local = np.searchsorted(present, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = LogisticRegression(C=float(C), max_iter=int(max_iter))
-        model.fit(Z, local)
+    if len(np.unique(labels)) == 1:
+        return constant_state(np.unique(labels), n_labels, Z.shape[1])
+    model = LogisticRegression(C=float(C), max_iter=int(max_iter))
+    present = _fit_on_present(model, Z, labels)
     coef, intercept = model.coef_, model.intercept_
     if coef.shape[0] == 1:  # binary: logit of class 1 against class 0
         coef = np.vstack([np.zeros_like(coef), coef])
@@ -63,26 +70,21 @@ def fit_mlp_state(Z: np.ndarray, labels: np.ndarray, n_labels: int, *, hidden_la
                   alpha: float, max_iter: int, random_state: int | None) -> dict[str, np.ndarray]:
     """A small ReLU perceptron; ``n_layers``, ``W{i}``/``b{i}`` (last layer over all
     ``n_labels``) and ``n_iter``."""
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    present = np.unique(labels)
-    if len(present) == 1:
-        return constant_state(present, n_labels, Z.shape[1])
-    local = np.searchsorted(present, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = MLPClassifier(
-            hidden_layer_sizes=(hidden_layer_sizes,)
-            if isinstance(hidden_layer_sizes, (int, np.integer))
-            else tuple(hidden_layer_sizes),
-            alpha=float(alpha),
-            max_iter=int(max_iter),
-            early_stopping=len(Z) >= 200,
-            n_iter_no_change=10,
-            random_state=random_state,
-        )
-        model.fit(Z, local)
+    if len(np.unique(labels)) == 1:
+        return constant_state(np.unique(labels), n_labels, Z.shape[1])
+    model = MLPClassifier(
+        hidden_layer_sizes=(hidden_layer_sizes,)
+        if isinstance(hidden_layer_sizes, (int, np.integer))
+        else tuple(hidden_layer_sizes),
+        alpha=float(alpha),
+        max_iter=int(max_iter),
+        early_stopping=len(Z) >= 200,
+        n_iter_no_change=10,
+        random_state=random_state,
+    )
+    present = _fit_on_present(model, Z, labels)
     state: dict[str, np.ndarray] = {"n_layers": np.asarray(len(model.coefs_)),
                                     "n_iter": np.asarray(int(model.n_iter_))}
     for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_)):
