@@ -43,6 +43,22 @@ class Entry:
     gate_active: Any = None                               # adapter entry the base runs with now (None: plain)
     gate_users: int = 0
     merged: dict = field(default_factory=dict)            # "gpu"/"cpu" -> (adapter entry, originals)
+    _merged_nbytes: dict = field(default_factory=dict, repr=False)  # tier -> (originals, bytes)
+
+    def merged_bytes(self, tier: str) -> int:
+        """Bytes of the exact copy of the base weights a merged adapter replaced on ``tier``.
+
+        Summed once per copy (remembered by the copy's identity): every switch plans on a snapshot
+        of every entry, and the real base's copy is 90 tensors."""
+        got = self.merged.get(tier)
+        if not got:
+            return 0
+        originals = got[1]
+        cached = self._merged_nbytes.get(tier)
+        if cached is None or cached[0] is not originals:
+            cached = (originals, sum(t.numel() * t.element_size() for t in originals.values()))
+            self._merged_nbytes[tier] = cached
+        return cached[1]
 
     @property
     def prepared(self) -> bool:
@@ -58,8 +74,7 @@ class Entry:
                 held += self.nbytes
         if self.split_model is not None and self.placement is not None:
             held += self.placement.bytes_per_tier.get(tier, 0)
-        if tier in self.merged:  # the exact copy of the weights a merged adapter replaced
-            held += sum(t.numel() * t.element_size() for t in self.merged[tier][1].values())
+        held += self.merged_bytes(tier)  # the exact copy of the weights a merged adapter replaced
         if tier == "cpu" and self.adapter is not None:
             held += self.adapter.nbytes
         return held

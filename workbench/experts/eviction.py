@@ -45,12 +45,8 @@ class Evicting:
     # -- planning (pure, workbench.experts.plan) and executing -----------------------------------
     def _state(self, entry: Entry) -> ExpertState:
         """``entry`` as plain numbers for the planner; caller holds the lock."""
-        def merged(tier: str) -> int:
-            got = entry.merged.get(tier)
-            return sum(t.numel() * t.element_size() for t in got[1].values()) if got else 0
-
-        gpu = entry.nbytes + merged("gpu") if entry.gpu_model is not None else 0
-        cpu = entry.nbytes + merged("cpu") if entry.cpu_model is not None else 0
+        gpu = entry.nbytes + entry.merged_bytes("gpu") if entry.gpu_model is not None else 0
+        cpu = entry.nbytes + entry.merged_bytes("cpu") if entry.cpu_model is not None else 0
         split = None
         if entry.split_model is not None and entry.placement is not None:
             split = {t: int(entry.placement.bytes_per_tier.get(t, 0)) for t in ("gpu", "cpu")}
