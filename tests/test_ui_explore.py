@@ -104,7 +104,7 @@ def test_embed_routes_a_prompt(embed, bundle):
     assert list(p.columns) == ["category", "probability"]
     assert p["probability"].sum() == pytest.approx(1.0)
     assert p["probability"].is_monotonic_decreasing and p["category"].iloc[0] == "math"
-    n = embed.neighbours
+    n = embed.neighbors
     assert len(n) == 5 and n["similarity"].is_monotonic_decreasing
     assert set(n["category"]) == {"math"}
     assert embed.position is not None and embed.error == ""
@@ -113,7 +113,7 @@ def test_embed_routes_a_prompt(embed, bundle):
 def test_embed_a_known_prompt_lands_on_it(embed, cluster, bundle):
     row = 20
     res = embed.embed(bundle.prompts.texts[row])
-    top = res["neighbours"].iloc[0]
+    top = res["neighbors"].iloc[0]
     assert top["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert bundle.prompts.texts[top["row"]] == bundle.prompts.texts[row]
     np.testing.assert_allclose(res["position"], cluster.map.coords[top["row"]], atol=1e-4)

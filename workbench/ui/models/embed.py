@@ -52,7 +52,7 @@ class EmbedModel(param.Parameterized):
     ----------
     probabilities : pandas.DataFrame
         ``category, probability``, most probable first.
-    neighbours : pandas.DataFrame
+    neighbors : pandas.DataFrame
         ``rank, row, id, category, similarity, text`` (raw text; views escape it).
     position : tuple of float or None
         Where the prompt lands on :attr:`map`.
@@ -70,7 +70,7 @@ class EmbedModel(param.Parameterized):
     mapping = param.Parameter(default=None, doc="CategoryExpertMap used to pick the expert.")
     map = param.Parameter(default=None, doc="Map (workbench.maps.Map) to place the prompt on.")
     probabilities = param.DataFrame(default=None, allow_None=True, doc="category, probability")
-    neighbours = param.DataFrame(default=None, allow_None=True, doc="nearest reference prompts")
+    neighbors = param.DataFrame(default=None, allow_None=True, doc="nearest reference prompts")
     position = param.Parameter(default=None, doc="(x, y) on the map, or None")
     category = param.String(default="", doc="Routed category (fallback rule applied).")
     predicted = param.String(default="", doc="Most probable category.")
@@ -151,16 +151,25 @@ class EmbedModel(param.Parameterized):
             self.text = text
         return self.result()
 
+    @property
+    def neighbours(self):
+        """Deprecated spelling of :attr:`neighbors` (removed in the next release)."""
+        import warnings
+
+        warnings.warn("EmbedModel.neighbours is now EmbedModel.neighbors", DeprecationWarning,
+                      stacklevel=2)
+        return self.neighbors
+
     def result(self) -> dict[str, Any]:
         """The current outputs as a plain dict."""
         return {"text": self.text, "category": self.category, "predicted": self.predicted,
                 "confidence": self.confidence, "is_fallback": self.is_fallback,
                 "expert": self.expert, "position": self.position,
-                "probabilities": self.probabilities, "neighbours": self.neighbours,
+                "probabilities": self.probabilities, "neighbors": self.neighbors,
                 "error": self.error}
 
     def _clear(self, error: str = "") -> None:
-        self.param.update(probabilities=None, neighbours=None, position=None, category="",
+        self.param.update(probabilities=None, neighbors=None, position=None, category="",
                           predicted="", confidence=None, is_fallback=False, expert="",
                           error=error)
 
@@ -193,7 +202,7 @@ class EmbedModel(param.Parameterized):
             self._clear(error=f"{type(exc).__name__}: {exc}")
             self.version += 1
             return
-        self.param.update(probabilities=probs, neighbours=neigh, position=position,
+        self.param.update(probabilities=probs, neighbors=neigh, position=position,
                           category=ex.category, predicted=ex.predicted,
                           confidence=ex.confidence, is_fallback=ex.is_fallback,
                           expert=ex.expert, error="")

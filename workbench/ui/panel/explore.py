@@ -105,7 +105,7 @@ class EmbedPanel(pn.viewable.Viewer):
                 f"{m.confidence:.3f} · expert <b>{html.escape(m.expert or '(no map)')}</b>")
         self._proba.value = escape_frame(m.probabilities if m.probabilities is not None else
                                          pd.DataFrame(columns=["category", "probability"]))
-        neigh = m.neighbours if m.neighbours is not None else pd.DataFrame(
+        neigh = m.neighbors if m.neighbors is not None else pd.DataFrame(
             columns=["rank", "row", "id", "category", "similarity", "text"])
         self._neigh.value = escape_frame(neigh.drop(columns=["row"]))
         if m.map is not None:

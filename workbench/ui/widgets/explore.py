@@ -68,8 +68,8 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
         else:
             result.value = ""
         proba.value = _html_table(embed.probabilities)
-        neigh.value = _html_table(None if embed.neighbours is None
-                                  else embed.neighbours.drop(columns=["row"]))
+        neigh.value = _html_table(None if embed.neighbors is None
+                                  else embed.neighbors.drop(columns=["row"]))
         redraw()
 
     go_button.on_click(lambda _: embed.embed(text.value))
@@ -156,7 +156,7 @@ def explore_widget(bundle: Any = None, *, cluster: ClusterMapModel | None = None
         count, table, w.HBox([new_label, relabel]), w.HBox([path, save]),
     ])
     box.parts = {"text": text, "button": go_button, "result": result,  # type: ignore[attr-defined]
-                 "probabilities": proba, "neighbours": neigh, "method": method, "color": color,
+                 "probabilities": proba, "neighbors": neigh, "method": method, "color": color,
                  "status": status, "figure": fig, "count": count, "selection": table,
                  "relabel_name": new_label, "relabel": relabel, "path": path, "save": save}
     box.cluster = cluster  # type: ignore[attr-defined]
