@@ -219,15 +219,37 @@ def test_panel_cell_edit_changes_metrics_and_frontier_marker(editor):
 def test_ipywidget_dropdown_drives_the_model(editor):
     box = mapping_editor_widget(model=editor)
     assert box.model is editor
-    rows = box.children[1].children[0].children
-    math_row = rows[editor.categories.index("math")]
-    dropdown = math_row.children[1]
+    cells = box.children[1].children  # the grid: label, dropdown, lock per row
+    dropdown = cells[3 * editor.categories.index("math") + 1]
     metrics_before = box.children[0].value
     dropdown.value = "big"
     assert editor.mapping.expert_for("math") == "big"
     assert box.children[0].value != metrics_before
     editor.undo()
     assert dropdown.value == "small"
+
+
+@pytest.mark.parametrize("budget", [-3, 0, float("nan"), "abc"])
+def test_a_budget_that_is_not_positive_is_refused_with_a_message_not_replaced(editor, budget):
+    before, budget_b = dict(editor.mapping.items()), editor.budget_b
+    with pytest.raises(MappingError, match="budget .*(must be positive|not a number)"):
+        editor.optimize(budget)
+    assert dict(editor.mapping.items()) == before and editor.budget_b == budget_b
+
+
+def test_ipywidget_refuses_a_negative_budget_in_its_status_line(editor):
+    box = mapping_editor_widget(model=editor)
+    budget, optimise = box.children[2].children[:2]
+    budget.value = -3
+    assert budget.value == -3  # not clamped
+    optimise.click()
+    assert "must be positive" in box.children[3].value and "crimson" in box.children[3].value
+
+
+def test_metrics_say_what_the_expected_score_measures(editor):
+    parts = dict(editor.metrics_parts())
+    assert len(parts["Expected score"].split(".")[-1]) == 3
+    assert "Expected score:" in editor.metrics_note()
 
 
 def test_notebook_03_runs_top_to_bottom(shared_data, tmp_path):

@@ -102,6 +102,13 @@ class DemoBundle:
     def held_out_ids(self) -> list[str]:
         return self.experts.held_out_ids
 
+    @property
+    def score_description(self) -> str:
+        """What the map's scores measure, in words for the views and the summary."""
+        return (f"per-token probability of the reference answer, averaged over the "
+                f"{len(self.held_out_ids)} held-out prompts (higher is better; each category "
+                "weighted by its share of the prompts)")
+
     def category_scores(self):
         """Category (rows) x expert (columns) mean held-out score, the optimiser's input."""
         return self.scores.category_means()
@@ -147,9 +154,9 @@ class DemoBundle:
                  + ", ".join(f"{c} -> {e}" for c, e in self.mapping.items())]
         try:
             m = self.mapping.metrics(self.scores, self.registry)
-            lines.append(f"expected held-out score {m.expected_score:.4f} (per-token probability of the "
-                         f"reference answers) at {format_params(m.average_active_params_b)} average active "
-                         "parameters")
+            lines.append(f"expected held-out score {m.expected_score:.4f} at "
+                         f"{format_params(m.average_active_params_b)} average active parameters: "
+                         f"{self.score_description}")
         except Exception:  # noqa: BLE001 - metrics are informative only
             pass
         return "\n".join(lines)

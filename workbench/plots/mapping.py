@@ -82,8 +82,8 @@ def frontier_figure(
         names = list(baselines)
         bxy = [(_xy(baselines[n])[0] * scale, _xy(baselines[n])[1]) for n in names]
         fig.add_trace(go.Scatter(
-            x=[p[0] for p in bxy], y=[p[1] for p in bxy], mode="markers+text", name="single experts",
-            text=names, textposition="top center", textfont={"size": 9},
+            x=[p[0] for p in bxy], y=[p[1] for p in bxy], mode="markers", name="single experts (hover for names)",
+            text=names,
             marker={"symbol": "diamond", "size": 8, "color": "gray"},
             hovertemplate=f"%{{text}}<br>active %{{x:.4g}}{unit}<br>score %{{y:.4f}}<extra></extra>",
         ))

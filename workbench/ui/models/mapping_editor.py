@@ -110,6 +110,24 @@ def _edits(action: Any) -> list[Any]:
     return list(action) if isinstance(action, EditGroup) else [action]
 
 
+def check_budget(budget_b: Any) -> float:
+    """``budget_b`` as a float, or a :class:`MappingError` saying why it is refused (never
+    silently replaced): a budget must be a positive, finite number of billions of parameters."""
+    import math
+
+    try:
+        value = float(budget_b)
+    except (TypeError, ValueError):
+        raise MappingError(f"budget {short(budget_b)} is not a number; type a positive budget on "
+                           "average active parameters") from None
+    if not math.isfinite(value) or value <= 0:
+        raise MappingError(f"budget {format_params(value) if math.isfinite(value) else value} "
+                           "refused: a budget on average active parameters must be positive; "
+                           "type a value above 0 (the cheapest expert's size is the smallest "
+                           "feasible one)")
+    return value
+
+
 class MappingEditorModel(param.Parameterized):
     """State and logic of the mapping editor: a private copy of a map, edits, metrics, frontier.
 
@@ -155,6 +173,10 @@ class MappingEditorModel(param.Parameterized):
                         doc="Categories optimize() keeps as they are.")
     version = param.Integer(default=0, doc="Bumped on every change of the map or the locks.")
     status = param.String(default="", doc="The last message for the user (errors included).")
+    score_description = param.String(
+        default="the mean of the per-prompt scores of each category's expert, categories weighted "
+                "by their share of the prompts (higher is better)",
+        doc="What the expected score measures, shown next to it.")
 
     def __init__(self, mapping: Any, scores: Any, registry: Any, *,
                  weights: Mapping[str, float] | None = None,
@@ -200,6 +222,9 @@ class MappingEditorModel(param.Parameterized):
         budget = getattr(bundle, "budget_b", None)
         if budget is not None and "budget_b" not in kwargs:
             kwargs["budget_b"] = float(budget)
+        description = getattr(bundle, "score_description", None)
+        if isinstance(description, str) and "score_description" not in kwargs:
+            kwargs["score_description"] = description
         return cls(bundle.mapping, bundle.scores, bundle.registry, autosave_path=autosave_path,
                    files=files, **kwargs)
 
@@ -320,6 +345,20 @@ class MappingEditorModel(param.Parameterized):
             })
         return pd.DataFrame(rows, columns=["category", "expert", "locked", "weight", "score",
                                            "active params"])
+
+    def metrics_parts(self) -> list[tuple[str, str]]:
+        """The metrics line as ``(label, value)`` pairs, numbers at reading precision."""
+        m = self.metrics
+        return [("Expected score", f"{m.expected_score:.3f}"),
+                ("Average active params", format_params(m.average_active_params_b)),
+                ("Resident params", format_params(m.resident_params_b)),
+                ("Experts", str(m.n_experts))]
+
+    def metrics_note(self) -> str:
+        """What each metric measures (plain text; views escape it)."""
+        return (f"Expected score: {self.score_description}. Average active params: the experts' "
+                "sizes weighted by how often each category comes up. Resident params: all "
+                "experts the map uses.")
 
     def figure(self) -> Any:
         """The frontier figure with the single experts and the current map as a star."""
@@ -456,6 +495,7 @@ class MappingEditorModel(param.Parameterized):
         if budget_b is None:
             raise MappingError("optimise needs a budget: optimise(budget_b=...) in billions of "
                                "average active parameters")
+        check_budget(budget_b)
         best = optimize_mapping(self._scores, self._weights, self._registry,
                                 budget_active_b=float(budget_b), locked=self._locked_map() or None,
                                 fallback_expert=self._map.fallback_expert, **limits)

@@ -11,14 +11,15 @@ from typing import Any
 import panel as pn
 
 from workbench.errors import MappingError, WorkbenchError
-from workbench.registry import format_params
-from workbench.ui.models.mapping_editor import CSS, MappingEditorModel
+from workbench.ui.models.mapping_editor import CSS, MappingEditorModel, check_budget
 
 __all__ = ["MappingEditorPanel"]
 
 _log = logging.getLogger(__name__)
 #: most characters of an error shown in the status line
 _MAX_STATUS = 1200
+#: mapping rows shown at once before the table pages
+_ROWS_PER_PAGE = 20
 
 
 def _error_text(exc: BaseException) -> str:
@@ -36,11 +37,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _format_metrics(model: MappingEditorModel) -> str:
-    m = model.metrics
-    return (f"**Expected score** {m.expected_score:.4g} &nbsp;·&nbsp; "
-            f"**Average active params** {format_params(m.average_active_params_b)} &nbsp;·&nbsp; "
-            f"**Resident params** {format_params(m.resident_params_b)} &nbsp;·&nbsp; "
-            f"**Experts** {m.n_experts}")
+    parts = " &nbsp;·&nbsp; ".join(f"**{label}** {value}" for label, value in model.metrics_parts())
+    return f"{parts}\n\n<small>{html.escape(model.metrics_note())}</small>"
 
 
 class MappingEditorPanel(pn.viewable.Viewer):
@@ -57,12 +55,22 @@ class MappingEditorPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.model = model
         self._table = pn.widgets.Tabulator(
-            model.table(), show_index=False, sizing_mode="stretch_width", height=360,
+            model.table(), show_index=False, sizing_mode="stretch_width",
+            # every row visible (12 categories + fallback in the demo); long maps page
+            pagination="local" if len(model.categories) > _ROWS_PER_PAGE else None,
+            page_size=_ROWS_PER_PAGE,
             editors={"category": None, "weight": None, "score": None, "active params": None,
                      "expert": {"type": "list", "values": model.experts},
                      "locked": {"type": "tickCross"}},
             formatters={"category": {"type": "html"}, "locked": {"type": "tickCross"},
-                        "expert": {"type": "plaintext"}},
+                        "expert": {"type": "plaintext"},
+                        "weight": {"type": "money", "precision": 3, "symbol": ""},
+                        "score": {"type": "money", "precision": 3, "symbol": ""}},
+            header_tooltips={"expert": "click a cell to pick another expert",
+                             "locked": "locked rows are kept by Optimise",
+                             "weight": "share of the prompts in this category",
+                             "score": "this expert's mean score on the category",
+                             "active params": "parameters active per token"},
             css_classes=[CSS["table"]],
         )
         self._table.on_edit(self._on_edit)
@@ -74,9 +82,15 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._unit = 1e3 if top < 1 else 1.0
         self._budget = pn.widgets.FloatInput(
             label=f"Budget (avg active params, {'millions' if self._unit > 1 else 'billions'})",
-            value=self._shown(model.budget_b), start=0.0, step=model.budget_step() * self._unit,
-                                             css_classes=[CSS["budget"]], width=200)
+            value=self._shown(model.budget_b), step=model.budget_step() * self._unit,
+            description="Optimise picks the best map whose average active parameters stay within "
+                        "this budget; it must be positive",
+            css_classes=[CSS["budget"]], width=200)
+        # no start bound: the browser would silently clamp a negative value; refuse it instead
+        self._budget.param.watch(self._check_budget, "value")
         self._optimise = pn.widgets.Button(label="Optimise at budget", color="primary",
+                                           description="replace the unlocked rows by the best map "
+                                                       "within the budget (undoable)",
                                            css_classes=[CSS["optimise"]])
         self._undo = pn.widgets.Button(label="Undo", css_classes=[CSS["undo"]],
                                        disabled=not model.can_undo)
@@ -90,7 +104,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._save = pn.widgets.Button(label="Save", css_classes=[CSS["save"]])
         self._load = pn.widgets.Button(label="Load", css_classes=[CSS["load"]])
         self._status = pn.pane.Alert("", alert_type="light", css_classes=[CSS["status"]])
-        self._optimise.on_click(lambda e: self._run(lambda: model.optimize(self._budget.value / self._unit)))
+        self._optimise.on_click(lambda e: self._run(lambda: model.optimize(self._budget_b())))
         self._undo.on_click(lambda e: self._run(model.undo))
         self._redo.on_click(lambda e: self._run(model.redo))
         self._save.on_click(lambda e: self._run(lambda: model.save(self._need_path())))
@@ -127,6 +141,16 @@ class MappingEditorPanel(pn.viewable.Viewer):
     def _shown(self, budget_b: float | None) -> float | None:
         """A budget in billions as the input shows it (its unit), rounded for reading."""
         return None if budget_b is None else round(float(budget_b) * self._unit, 4)
+
+    def _budget_b(self) -> float:
+        value = self._budget.value
+        return check_budget(None if value is None else value / self._unit)
+
+    def _check_budget(self, event: Any) -> None:
+        try:
+            self._budget_b()
+        except MappingError as exc:
+            self.model.status = f"error: {exc}"
 
     def _run(self, action: Any) -> None:
         try:

@@ -7,18 +7,15 @@ import os
 from typing import Any
 
 from workbench.errors import MappingError
-from workbench.registry import format_params
 from workbench.ui.models.mapping_editor import MappingEditorModel
 
 __all__ = ["mapping_editor_widget"]
 
 
 def _metrics_html(model: MappingEditorModel) -> str:
-    m = model.metrics
-    return (f"<b>Expected score</b> {m.expected_score:.4g} &nbsp; "
-            f"<b>Average active params</b> {format_params(m.average_active_params_b)} &nbsp; "
-            f"<b>Resident params</b> {format_params(m.resident_params_b)} &nbsp; "
-            f"<b>Experts</b> {m.n_experts}")
+    parts = " &nbsp; ".join(f"<b>{label}</b> {html.escape(value)}"
+                            for label, value in model.metrics_parts())
+    return f"{parts}<br><small>{html.escape(model.metrics_note())}</small>"
 
 
 def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | None = None,
@@ -69,19 +66,25 @@ def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | Non
 
     for c in model.categories:
         dd = w.Dropdown(options=experts, value=model.mapping.expert_for(c),
-                        layout=w.Layout(width="260px"))
+                        description_tooltip=f"the expert that answers {c} prompts",
+                        layout=w.Layout(width="240px"))
         dd.observe(on_pick(c), names="value")
         cb = w.Checkbox(value=c in model.locked, description="locked", indent=False,
-                        layout=w.Layout(width="90px"))
+                        description_tooltip="Optimise keeps locked rows as they are",
+                        layout=w.Layout(width="80px"))
         cb.observe(on_lock(c), names="value")
         dropdowns[c], locks[c] = dd, cb
-        label = w.HTML(f"<code>{html.escape(c)}</code>", layout=w.Layout(width="180px"))
-        rows.append(w.HBox([label, dd, cb]))
+        label = w.HTML(f"<code>{html.escape(c)}</code>", layout=w.Layout(width="170px"))
+        rows.extend([label, dd, cb])
     metrics = w.HTML(_metrics_html(model))
     fig = go.FigureWidget(model.figure())
-    budget = w.BoundedFloatText(value=model.budget_b, min=0.0, max=1e9,
-                                step=model.budget_step(), description="budget (B)")
-    opt = w.Button(description="Optimise at budget", button_style="primary")
+    # a plain FloatText: a bounded one would silently clamp a negative budget; the model refuses it
+    budget = w.FloatText(value=model.budget_b, step=model.budget_step(), description="budget (B)",
+                         description_tooltip="budget on average active parameters, in billions "
+                                             "(must be positive)",
+                         style={"description_width": "initial"})
+    opt = w.Button(description="Optimise at budget", button_style="primary",
+                   tooltip="replace the unlocked rows by the best map within the budget (undoable)")
     undo = w.Button(description="Undo")
     redo = w.Button(description="Redo")
     path = w.Text(placeholder="my_map.yaml", description="map file")
@@ -127,7 +130,11 @@ def mapping_editor_widget(bundle: Any = None, *, model: MappingEditorModel | Non
     model.param.watch(refresh, ["version"])
     model.param.watch(show_status, ["status"])
     refresh()
-    box = w.VBox([metrics, w.HBox([w.VBox(rows), fig]),
-                  w.HBox([budget, opt, undo, redo]), w.HBox([path, save, load]), status])
+    # one grid (aligned columns, nothing clipped), the controls under it, the frontier below
+    table = w.GridBox(rows, layout=w.Layout(grid_template_columns="170px 240px 80px",
+                                            grid_gap="2px 8px", width="520px"))
+    fig.update_layout(width=720, height=380)
+    box = w.VBox([metrics, table, w.HBox([budget, opt, undo, redo]), status, fig,
+                  w.HBox([path, save, load])])
     box.model = model  # type: ignore[attr-defined]
     return box
