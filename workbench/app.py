@@ -205,7 +205,10 @@ def _explore_tab(bundle: Any, editor: Any = None):
         cluster = ClusterMapModel.from_bundle(bundle)
         follow = {"mapping": editor} if editor is not None else {}
         embed = EmbedModel.from_bundle(bundle, map=cluster, **follow)
-        return pn.Column(EmbedPanel(embed), ClusterMapPanel(cluster), sizing_mode="stretch_width")
+        # one map on the page: the typed prompt is a star on the cluster map
+        embed.param.watch(lambda e: cluster.mark(embed.embedding, embed.text), ["version"])
+        return pn.Column(EmbedPanel(embed, show_map=False), ClusterMapPanel(cluster),
+                         sizing_mode="stretch_width")
     except Exception as exc:
         return _missing("Explore", "building the Embed panel and the cluster map failed.", exc)
 

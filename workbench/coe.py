@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import ExpertError, MappingError, WorkbenchError
 from workbench.safeio import short
 
-__all__ = ["Answer", "CoE", "Explanation", "Route", "Trace", "ON_ERROR", "explain_routing"]
+__all__ = ["Answer", "CoE", "Explanation", "Route", "Trace", "ON_ERROR", "explain_routing",
+           "routing_text"]
 
 #: What :class:`CoE` does when an expert fails.
 ON_ERROR = ("fallback", "raise", "report")
@@ -72,6 +74,9 @@ class Trace:
         The expert the map chose (differs from ``expert`` after a failure).
     total_s : float
         Wall time of the whole request.
+    stop_reason : str
+        Why the answer ended: ``"stop"`` (the expert finished) or ``"length"`` (it reached
+        ``max_new_tokens``); OpenAI's ``finish_reason``.
     """
 
     prompt: str
@@ -92,6 +97,7 @@ class Trace:
     routed_expert: str | None = None
     total_s: float = 0.0
     adapter_s: float = 0.0
+    stop_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -103,7 +109,9 @@ class Trace:
         parts = [f"route: {route}", f"expert: {self.expert} [{self.tier_found or '?'}]",
                  f"switch {self.switch_s * 1e3:.1f} ms", f"embed {self.embed_s * 1e3:.1f} ms",
                  f"route {self.route_s * 1e3:.1f} ms", f"generate {self.generate_s:.2f} s",
-                 f"{self.new_tokens} tok @ {self.tokens_per_s:.1f} tok/s"]
+                 f"{self.new_tokens} tok @ {self.tokens_per_s:.1f} tok/s"
+                 + (" (max new tokens)" if self.stop_reason == "length" else ""),
+                 f"total {self.total_s:.2f} s"]
         if self.error:
             parts.append(f"ERROR: {self.error}")
         if self.used_fallback_expert:
@@ -129,6 +137,22 @@ def _check_not_empty(expert: str, text: str, new_tokens: int | None) -> None:
         raise ExpertError(f"expert {expert!r} returned an empty answer{made}; it may be broken "
                           "(corrupt weights, a wrong chat template or end token) or too small for "
                           "this prompt")
+
+
+def routing_text(prompt: Any) -> Any:
+    """The text a prompt is routed on: the prompt itself, or a conversation's latest user turn.
+
+    ``prompt`` may be chat messages (``[{"role": ..., "content": ...}, ...]``); the whole
+    conversation goes to the expert, the latest ``user`` message's content decides the route.
+    Anything else is returned unchanged (and refused by the prompt checks that follow).
+    """
+    if isinstance(prompt, (list, tuple)):
+        for message in reversed(prompt):
+            if isinstance(message, dict) and message.get("role", "user") == "user":
+                return message.get("content")
+        raise WorkbenchError("a conversation must hold at least one message with role 'user' "
+                             f"(its latest user turn is what is routed); got {short(prompt)}")
+    return prompt
 
 
 @dataclass(frozen=True)
@@ -342,8 +366,8 @@ class CoE:
         X = np.asarray(self.embedder.encode(list(texts)))
         return X, time.perf_counter() - t0
 
-    def _route_many(self, prompts: Sequence[str]) -> tuple[list[dict], float, float]:
-        explained, embed_s, route_s = self._explain_many(prompts)
+    def _route_many(self, prompts: Sequence[Any]) -> tuple[list[dict], float, float]:
+        explained, embed_s, route_s = self._explain_many([routing_text(p) for p in prompts])
         out = [{"category": e.category, "confidence": e.confidence, "is_fallback": e.is_fallback,
                 "predicted": e.predicted, "expert": e.expert} for e in explained]
         return out, embed_s, route_s
@@ -389,8 +413,8 @@ class CoE:
         return Route(r["category"], r["confidence"], r["is_fallback"], r["expert"])
 
     # ---------------------------------------------------------------------------- generation
-    def _trace(self, prompt: str, r: dict, embed_s: float, route_s: float) -> Trace:
-        return Trace(prompt=prompt, category=r["category"], confidence=r["confidence"],
+    def _trace(self, prompt: Any, r: dict, embed_s: float, route_s: float) -> Trace:
+        return Trace(prompt=routing_text(prompt), category=r["category"], confidence=r["confidence"],
                      is_fallback=r["is_fallback"], expert=r["expert"], embed_s=embed_s,
                      route_s=route_s, predicted=r["predicted"], routed_expert=r["expert"])
 
@@ -402,6 +426,7 @@ class CoE:
         trace.generate_s = float(getattr(gen, "seconds", 0.0) or 0.0)
         trace.new_tokens = int(getattr(gen, "new_tokens", 0) or 0)
         trace.tokens_per_s = float(getattr(gen, "tokens_per_s", 0.0) or 0.0)
+        trace.stop_reason = str(getattr(gen, "stop_reason", "") or "")
 
     @staticmethod
     def _describe(expert: str, exc: BaseException) -> str:
@@ -446,12 +471,25 @@ class CoE:
         trace.total_s = time.perf_counter() - t_start
         return Answer(out.text, trace)
 
-    def generate(self, prompt: str, **gen: Any) -> Answer:
+    def _forced(self, route: dict, expert: str | None) -> dict:
+        """``route`` answered by ``expert`` instead of the mapped one (None: as mapped)."""
+        if expert is None:
+            return route
+        if expert not in self.pool:
+            raise ExpertError(f"unknown expert {short(expert)}; the pool holds: "
+                              f"{', '.join(getattr(self.pool, 'names', [])) or '(none)'}")
+        return dict(route, expert=expert)
+
+    def generate(self, prompt: str | list[dict], *, expert: str | None = None, **gen: Any) -> Answer:
         """Route ``prompt`` and answer it with the mapped expert.
 
         Parameters
         ----------
-        prompt : str
+        prompt : str or list of dict
+            Text, or chat messages (routed on the latest user turn, answered from the whole
+            conversation).
+        expert : str, optional
+            Answer with this expert instead of the mapped one (the trace keeps the routing).
         **gen
             Generation settings for the expert (``max_new_tokens``, ``do_sample`` ...).
 
@@ -467,9 +505,11 @@ class CoE:
         """
         t0 = time.perf_counter()
         routes, embed_s, route_s = self._route_many([prompt])
-        return self._answer(prompt, self._trace(prompt, routes[0], embed_s, route_s), gen, t0)
+        trace = self._trace(prompt, self._forced(routes[0], expert), embed_s, route_s)
+        return self._answer(prompt, trace, gen, t0)
 
-    def stream(self, prompt: str, **gen: Any) -> Iterator[str | Answer]:
+    def stream(self, prompt: str | list[dict], *, expert: str | None = None,
+               **gen: Any) -> Iterator[str | Answer]:
         """Route ``prompt``, then yield the answer's text chunks as generated, then the :class:`Answer`.
 
         If the routed expert fails mid-stream, the chunks already yielded stay yielded; with
@@ -478,7 +518,7 @@ class CoE:
         """
         t0 = time.perf_counter()
         routes, embed_s, route_s = self._route_many([prompt])
-        trace = self._trace(prompt, routes[0], embed_s, route_s)
+        trace = self._trace(prompt, self._forced(routes[0], expert), embed_s, route_s)
         while True:
             chunks: list[str] = []
             try:
@@ -551,6 +591,20 @@ class CoE:
         except Exception:  # noqa: BLE001 - residency is optional
             tiers = {}
         return sorted(experts, key=lambda e: rank.get(str(tiers.get(e, "disk")).split("+")[0], 2))
+
+    # ------------------------------------------------------------------------------- bundles
+    def save(self, folder: str | os.PathLike, **options: Any):
+        """Write this CoE as a portable bundle folder (see :func:`workbench.serve.save_coe`)."""
+        from workbench.serve.bundle import save_coe
+
+        return save_coe(self, folder, **options)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **options: Any) -> CoE:
+        """Load a bundle written by :meth:`save`, validating it (see :func:`workbench.serve.load_coe`)."""
+        from workbench.serve.bundle import load_coe
+
+        return load_coe(folder, **options)
 
     def __repr__(self) -> str:
         used = getattr(self.mapping, "experts_used", None)

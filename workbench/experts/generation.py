@@ -156,8 +156,11 @@ class Generating:
         seconds = time.perf_counter() - t0
         new = out[0, inputs["input_ids"].shape[1]:].tolist()
         text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+        limit = kwargs.get("max_new_tokens")
+        stop_reason = "length" if limit is not None and len(new) >= int(limit) else "stop"
         return Generation(text, len(new), seconds, len(new) / seconds if seconds > 0 else 0.0,
-                          loaded.tier_found, loaded.switch_s, loaded.name, new, loaded.adapter_s)
+                          loaded.tier_found, loaded.switch_s, loaded.name, new, loaded.adapter_s,
+                          stop_reason)
 
     def generate(self, name: str, prompt: str | list[dict], *, max_new_tokens: int | None = None, streamer: Any = None, **gen: Any) -> Generation:
         """Switch ``name`` in and generate (greedy unless the spec or ``gen`` say otherwise).

@@ -54,6 +54,8 @@ class Generation:
     expert: str = ""
     token_ids: list[int] = field(default_factory=list)
     adapter_s: float = 0.0
+    #: why generation ended (OpenAI's finish_reason): "length" at max_new_tokens, else "stop"
+    stop_reason: str = "stop"
 
 
 class GenerationStream:

@@ -80,7 +80,15 @@ def trace_rows(trace: Any) -> list[tuple[str, str]]:
     ]
     tokens, tps = get("new_tokens"), get("tokens_per_s")
     if tokens is not None:
-        rows.append(("tokens", f"{int(tokens)}" + (f" at {float(tps):.1f} tok/s" if tps else "")))
+        ended = {"length": "; stopped at max new tokens", "stop": "; the expert finished"}.get(
+            str(get("stop_reason") or ""), "")
+        rows.append(("tokens", f"{int(tokens)}" + (f" at {float(tps):.1f} tok/s" if tps else "")
+                     + ended))
+    total = get("total_s")
+    if total:
+        parts = sum(float(get(k) or 0) for k in ("switch_s", "embed_s", "route_s", "generate_s"))
+        rows.append(("total", _seconds(total) + f" (other: prompt encoding, streaming "
+                                                f"{_seconds(max(0.0, float(total) - parts))})"))
     if get("error"):
         rows.append(("error", str(get("error"))))
     return rows

@@ -32,6 +32,10 @@ from workbench.ui.models.common import (
 __all__ = ["ClusterMapModel"]
 
 
+#: the best-expert colour of a prompt no expert was scored on (the training prompts)
+NOT_SCORED = "not scored (training prompt)"
+
+
 class ClusterMapModel(param.Parameterized):
     """A 2-D map of the prompts with colouring, selection and relabelling.
 
@@ -91,6 +95,7 @@ class ClusterMapModel(param.Parameterized):
         self._discover_kwargs = dict(discover_kwargs or {})
         self._relabels = Relabels()
         self._lock = threading.Lock()
+        self._marker: tuple[np.ndarray, str] | None = None
         self.labels_path = Path(labels_path) if labels_path is not None else None
         self.source_path = Path(source_path) if source_path is not None else None
         first = self._builder.first()
@@ -248,7 +253,7 @@ class ClusterMapModel(param.Parameterized):
         best = s.best_expert(costs)
         pos = {p: i for i, p in enumerate(s.prompt_ids)}
         ids = self._prompts.df["id"].astype(str).tolist()
-        return np.array([str(best[pos[p]]) if p in pos else "(no scores)" for p in ids],
+        return np.array([str(best[pos[p]]) if p in pos else NOT_SCORED for p in ids],
                         dtype=object)
 
     def _discovered(self) -> np.ndarray:
@@ -285,11 +290,42 @@ class ClusterMapModel(param.Parameterized):
         unselected points dimmed but visible."""
         from workbench.plots.maps import scatter_map
 
+        from workbench.plots.maps import mark_points
+
         fig = scatter_map(self.map, self.plot_frame(), color=self.color_by,
                           selected=self.selection if self.selection else None,
                           title=f"{PRETTY.get(self._shown, self._shown)} map")
         fig.update_layout(uirevision=f"cluster-{self._shown}", clickmode="event+select")
+        if self._marker is not None:
+            embedding, text = self._marker
+            try:
+                xy = self.map.place(embedding[None, :])[0]
+            except Exception as exc:  # the points still show; the status says why
+                self.status = f"your prompt could not be placed on this map: {exc}"
+            else:
+                mark_points(fig, np.asarray(xy), "your prompt", texts=[text])
+        if self.color_by == "best_expert":
+            n = int((self.color_values() == NOT_SCORED).sum())
+            if n:
+                fig.add_annotation(
+                    text=f"{n} of {len(self._X)} prompts have no scores: experts were scored "
+                         "on the held-out prompts only (training prompts would flatter them)",
+                    xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom", showarrow=False,
+                    font={"size": 11})
         return fig
+
+    def mark(self, embedding: Any = None, text: str = "") -> None:
+        """Show a prompt (its embedding row) as a star on whichever map is on show; ``None``
+        removes it. The Explore tab marks the prompt typed in the Embed panel."""
+        if embedding is None:
+            self._marker = None
+        else:
+            q = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            if q.shape[0] != self._X.shape[1]:
+                raise MapError(f"mark needs an embedding of {self._X.shape[1]} values, got "
+                               f"{q.shape[0]}")
+            self._marker = (q, str(text))
+        self.version += 1
 
     # ------------------------------------------------------------------ selection
     def select(self, rows: Any) -> list[int]:

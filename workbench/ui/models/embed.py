@@ -77,6 +77,7 @@ class EmbedModel(param.Parameterized):
     confidence = param.Number(default=None, allow_None=True)
     is_fallback = param.Boolean(default=False)
     expert = param.String(default="", doc="Expert the map sends this prompt to.")
+    embedding = param.Parameter(default=None, doc="The prompt's embedding row (or None).")
     error = param.String(default="", doc="Why the last prompt could not be handled.")
     version = param.Integer(default=0, doc="Bumped whenever the outputs change.")
 
@@ -169,7 +170,8 @@ class EmbedModel(param.Parameterized):
                 "error": self.error}
 
     def _clear(self, error: str = "") -> None:
-        self.param.update(probabilities=None, neighbors=None, position=None, category="",
+        self.param.update(probabilities=None, neighbors=None, position=None, embedding=None,
+                          category="",
                           predicted="", confidence=None, is_fallback=False, expert="",
                           error=error)
 
@@ -202,7 +204,7 @@ class EmbedModel(param.Parameterized):
             self._clear(error=f"{type(exc).__name__}: {exc}")
             self.version += 1
             return
-        self.param.update(probabilities=probs, neighbors=neigh, position=position,
+        self.param.update(probabilities=probs, neighbors=neigh, position=position, embedding=q[0],
                           category=ex.category, predicted=ex.predicted,
                           confidence=ex.confidence, is_fallback=ex.is_fallback,
                           expert=ex.expert, error="")

@@ -11,6 +11,7 @@ import panel as pn
 
 from workbench.errors import WorkbenchError
 from workbench.ui.models.compose import EXAMPLES, ComposeModel
+from workbench.ui.panel.common import labelled
 
 __all__ = ["ComposePanel"]
 
@@ -38,17 +39,30 @@ class ComposePanel(pn.viewable.Viewer):
                                                           sizing_mode="stretch_width")
         self._examples = pn.widgets.Select(label="Examples", options=["(pick an example)"] + EXAMPLES, width=260)
         self._examples.param.watch(self._pick_example, "value")
-        controls = [pn.widgets.RadioButtonGroup.from_param(model.param.decomposer, label="decomposer"),
-                    pn.widgets.RadioButtonGroup.from_param(model.param.routing, label="routing"),
-                    pn.widgets.RadioButtonGroup.from_param(model.param.aggregator, label="aggregator"),
-                    pn.widgets.IntInput.from_param(model.param.max_parallel, label="max parallel (0: width)", width=150),
-                    pn.widgets.IntInput.from_param(model.param.max_new_tokens, label="new tokens", width=110)]
+        group = pn.widgets.RadioButtonGroup.from_param
+        controls = [
+            labelled(group(model.param.decomposer), "Decomposer",
+                     "rule: split on connectives and numbered steps (instant); llm: the generalist "
+                     "writes the graph as JSON under constrained decoding (seconds; a small model "
+                     "often keeps the query whole)"),
+            labelled(group(model.param.routing), "Routing",
+                     "similarity: each sub-query to the expert whose description is nearest "
+                     "(Comp-LLM); coe: the CoE's category router and map"),
+            labelled(group(model.param.aggregator), "Aggregator",
+                     "llm: the generalist writes one answer from the sub-answers; template: the "
+                     "sub-answers joined in order"),
+            pn.widgets.IntInput.from_param(model.param.max_parallel, label="Max parallel (0: width)",
+                                           width=160, description="nodes run at once; 0 runs a "
+                                           "whole level of the graph together"),
+            pn.widgets.IntInput.from_param(model.param.max_new_tokens, label="New tokens", width=110,
+                                           description="tokens per sub-answer")]
         self._run = pn.widgets.Button(label="Run", button_type="primary", width=90)
         self._preview = pn.widgets.Button(label="Decompose only", width=130)
         self._run.on_click(self._on_run)
         self._preview.on_click(self._on_preview)
         self._status = pn.pane.HTML("", stylesheets=[_STYLES], sizing_mode="stretch_width")
-        self._figure = pn.pane.Plotly(None, sizing_mode="stretch_width", config={"displaylogo": False})
+        self._figure = pn.pane.Plotly(None, sizing_mode="stretch_width", config={"displaylogo": False},
+                                      visible=False)  # no empty axes before a run
         self._table = pn.widgets.Tabulator(model.nodes_frame(), disabled=True, show_index=False, layout="fit_data_table",
                                            sizing_mode="stretch_width", max_height=320)
         self._answer = pn.pane.HTML("", stylesheets=[_STYLES], sizing_mode="stretch_width")
@@ -75,8 +89,9 @@ class ComposePanel(pn.viewable.Viewer):
         m = self.model
         cls = "coe-compose-status error" if m.error else "coe-compose-status"
         self._status.object = f'<div class="{cls}">{_esc(m.error or m.status)}</div>'
-        fig = m.figure()
-        self._figure.object = fig
+        has_graph = m.result is not None or m.graph is not None
+        self._figure.object = m.figure() if has_graph else None
+        self._figure.visible = has_graph
         self._table.value = m.nodes_frame()
         if m.result is not None:
             note = f" ({_esc(m.result.aggregation.note)})" if m.result.aggregation.note else ""

@@ -10,6 +10,7 @@ from typing import Any
 import panel as pn
 
 from workbench.ui.models.cluster_map import ClusterMapModel
+from workbench.ui.panel.common import labelled
 from workbench.ui.models.embed import EmbedModel
 from workbench.ui.render import escape_frame
 
@@ -42,11 +43,16 @@ _TEXT_FORMATTERS = {"text": {"type": "html"}, "id": {"type": "html"},
                     "category": {"type": "html"}}
 
 
-def _table(df: Any, css: str, height: int = 260) -> Any:
+#: probabilities and similarities at reading precision (the values keep full precision)
+_NUMBER_FORMATTERS = {name: {"type": "money", "precision": 3, "symbol": ""}
+                      for name in ("probability", "similarity", "confidence")}
+
+
+def _table(df: Any, css: str, height: int = 260, tooltips: dict[str, str] | None = None) -> Any:
     return pn.widgets.Tabulator(
         escape_frame(df), show_index=False, disabled=True, sizing_mode="stretch_width",
-        height=height, formatters=dict(_TEXT_FORMATTERS), css_classes=[css],
-        layout="fit_data_stretch")
+        height=height, formatters={**_TEXT_FORMATTERS, **_NUMBER_FORMATTERS}, css_classes=[css],
+        layout="fit_data_stretch", header_tooltips=dict(tooltips or {}))
 
 
 class EmbedPanel(pn.viewable.Viewer):
@@ -57,11 +63,14 @@ class EmbedPanel(pn.viewable.Viewer):
     ``coe-embed-proba``, neighbours table ``coe-neighbours-table``, map ``coe-embed-map``.
     """
 
-    def __init__(self, model: EmbedModel, **params: Any) -> None:
+    def __init__(self, model: EmbedModel, *, show_map: bool = True, **params: Any) -> None:
+        """``show_map=False`` leaves the map out (the app marks the prompt on its cluster map
+        instead of drawing a second, near-identical one)."""
         super().__init__(**params)
         import pandas as pd
 
         self.model = model
+        self._show_map = bool(show_map)
         self._input = pn.widgets.TextAreaInput(
             label="Prompt", value=model.text, placeholder="Type or paste a prompt",
             height=110, sizing_mode="stretch_width", css_classes=[CSS["embed_input"]])
@@ -71,9 +80,11 @@ class EmbedPanel(pn.viewable.Viewer):
         self._result = pn.pane.HTML("", css_classes=[CSS["embed_result"]],
                                     sizing_mode="stretch_width")
         self._proba = _table(pd.DataFrame(columns=["category", "probability"]),
-                             CSS["embed_proba"], height=220)
+                             CSS["embed_proba"], height=220,
+                             tooltips={"probability": "the router's probability of the category"})
         self._neigh = _table(pd.DataFrame(columns=["rank", "id", "category", "similarity",
-                                                   "text"]), CSS["neighbours"], height=220)
+                                                   "text"]), CSS["neighbours"], height=220,
+                             tooltips={"similarity": "cosine similarity of the embeddings"})
         self._plot = pn.pane.Plotly(None, css_classes=[CSS["embed_map"]], height=420,
                                     sizing_mode="stretch_width")
         model.param.watch(self._refresh, ["version"])
@@ -84,7 +95,8 @@ class EmbedPanel(pn.viewable.Viewer):
             pn.Row(pn.Column("**Router probabilities**", self._proba, width=320),
                    pn.Column("**Nearest prompts**", self._neigh, sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
-            self._plot, css_classes=[CSS["embed"]], sizing_mode="stretch_width")
+            *([self._plot] if self._show_map else []),
+            css_classes=[CSS["embed"]], sizing_mode="stretch_width")
 
     def _submit(self) -> None:
         self.model.embed(self._input.value_input or self._input.value or "")
@@ -108,7 +120,7 @@ class EmbedPanel(pn.viewable.Viewer):
         neigh = m.neighbors if m.neighbors is not None else pd.DataFrame(
             columns=["rank", "row", "id", "category", "similarity", "text"])
         self._neigh.value = escape_frame(neigh.drop(columns=["row"]))
-        if m.map is not None:
+        if m.map is not None and self._show_map:
             try:
                 self._plot.object = m.figure()
             except Exception as exc:
@@ -137,6 +149,8 @@ class ClusterMapPanel(pn.viewable.Viewer):
             css_classes=[CSS["method"]])
         self._color = pn.widgets.Select.from_param(
             model.param.color_by, label="Colour by", css_classes=[CSS["color_by"]], width=200,
+            description="best expert: the cheapest top-scoring expert of each held-out prompt; "
+                        "router error: where the router's category differs from the label",
             options={"category": "category", "best expert": "best_expert",
                      "router error": "router_error", "discovered cluster": "discovered"})
         self._status = pn.pane.HTML("", css_classes=[CSS["map_status"]],
@@ -168,7 +182,9 @@ class ClusterMapPanel(pn.viewable.Viewer):
         self._show_selection()
         self._layout = pn.Column(
             pn.pane.Markdown("### Cluster map"),
-            pn.Row(self._method, self._color), self._status, self._plot,
+            pn.Row(labelled(self._method, "Projection",
+                            "how the embeddings are laid out in 2-d; UMAP is computed in the "
+                            "background"), self._color), self._status, self._plot,
             pn.Row(self._count, self._clear),
             self._table,
             pn.Row(self._relabel_name, self._relabel, self._path, self._save),
