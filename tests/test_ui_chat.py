@@ -183,6 +183,30 @@ def test_tier_model_follows_the_pool(tiny_experts):
         pool.close()
 
 
+def test_tier_evict_button_and_in_use_cards_clear_after_release(tiny_experts):
+    from workbench.ui.tiers import TierModel, TierPanel
+
+    pool = make_pool(tiny_experts)
+    try:
+        tiers = TierModel(pool)
+        panel = TierPanel(tiers)
+        with pool.use("tiny-a"):
+            tiers.refresh()
+            assert int(tiers.residency.set_index("expert").at["tiny-a", "in_use"]) == 1
+            panel._victim.value = "tiny-a"
+            panel._on_evict()  # in use: refused, with the pool's message
+            assert "in use" in panel._status.object and "crimson" in panel._status.object
+        # the release fires no pool event; the periodic refresh still re-reads while a card is busy
+        assert not tiers.stale and tiers.refresh() is True
+        assert int(tiers.residency.set_index("expert").at["tiny-a", "in_use"]) == 0
+        assert tiers.refresh() is False  # idle again: no re-reading
+        panel._on_evict()
+        assert "evicted tiny-a" in panel._status.object
+        assert tiers.by_tier()["cpu"] == [] and "evict" in set(tiers.events["action"])
+    finally:
+        pool.close()
+
+
 def test_tier_model_rejects_non_pool():
     from workbench.errors import WorkbenchError
     from workbench.ui.tiers import TierModel

@@ -113,9 +113,18 @@ class TierModel(param.Parameterized):
         """True when a pool event arrived after the last :meth:`refresh`."""
         return self._stale
 
+    def _busy_shown(self) -> bool:
+        """True while a card shows an expert in use or loading: its release fires no pool event,
+        so the periodic refresh keeps re-reading until the cards are idle again."""
+        frame = self.residency
+        if frame is None or frame.empty:
+            return False
+        return bool((frame["in_use"] > 0).any() or frame["loading"].astype(bool).any())
+
     def refresh(self, force: bool = False) -> bool:
-        """Re-read the pool when it changed (or ``force``); returns whether anything was re-read."""
-        if not (self._stale or force):
+        """Re-read the pool when it changed, while a shown expert is busy, or on ``force``;
+        returns whether anything was re-read."""
+        if not (self._stale or force or self._busy_shown()):
             return False
         import pandas as pd
 
@@ -131,6 +140,14 @@ class TierModel(param.Parameterized):
             self.events = ev
             self.version += 1
         return True
+
+    def evict(self, name: str) -> str:
+        """Evict ``name`` from memory (the Tiers tab's button: watch the next request load it
+        back); returns a message for the status line. An expert in use is refused by the pool
+        with a message saying so."""
+        self.pool.evict(name)
+        self.refresh(force=True)
+        return f"evicted {name}: its next request loads it again (see the events below)"
 
     def by_tier(self) -> dict[str, list[dict]]:
         """Experts per tier: ``{"gpu": [...], "cpu": [...], "disk": [...]}`` (:func:`group_by_tier`)."""

@@ -46,8 +46,18 @@ class TierPanel(pn.viewable.Viewer):
                                      sizing_mode="stretch_width", css_classes=["coe-tier-view"])
         self._events = pn.widgets.Tabulator(self._events_frame(), disabled=True, show_index=False,
                                             sizing_mode="stretch_width", height=260)
-        refresh = pn.widgets.Button(label="Refresh", width=90)
+        refresh = pn.widgets.Button(label="Refresh", width=90,
+                                    description="re-read the pool now")
         refresh.on_click(lambda _e: self.model.refresh(force=True))
+        names = list(getattr(model.pool, "names", []))
+        self._victim = pn.widgets.Select(label="Expert", options=names, width=220,
+                                         css_classes=["coe-evict-select"],
+                                         description="the expert to drop from memory")
+        self._evict = pn.widgets.Button(label="Evict", width=90, css_classes=["coe-evict-button"],
+                                        description="drop the expert from every memory tier; "
+                                                    "its next request reloads it from disk")
+        self._status = pn.pane.HTML("", css_classes=["coe-tiers-status"], sizing_mode="stretch_width")
+        self._evict.on_click(lambda _e: self._on_evict())
         model.param.watch(self._update, "version")
         self._period_ms = period_ms
         self._callback = None
@@ -56,6 +66,7 @@ class TierPanel(pn.viewable.Viewer):
                                     "generating is outlined; tiers update on every load, switch and "
                                     "eviction.", sizing_mode="stretch_width"), refresh),
             self._columns,
+            pn.Row(self._victim, pn.Column(pn.Spacer(height=18), self._evict), self._status),
             pn.pane.Markdown("**Latest pool events** (newest first)"),
             self._events,
             sizing_mode="stretch_width",
@@ -79,6 +90,15 @@ class TierPanel(pn.viewable.Viewer):
         frame["seconds"] = frame["seconds"].round(3)
         return frame[[c for c in ["time", "expert", "action", "from_tier", "to_tier", "bytes", "seconds",
                                   "detail"] if c in frame]]
+
+    def _on_evict(self) -> None:
+        import html
+
+        try:
+            text, colour = self.model.evict(self._victim.value), "inherit"
+        except Exception as exc:  # e.g. in use: the pool's message says why
+            text, colour = f"error: {exc}", "crimson"
+        self._status.object = f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
     def _poll(self) -> None:
         self.model.refresh()
