@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +65,42 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, commands
 
 
+#: ``name='value'`` / ``name=...`` / ``name=`` in a library message (Python argument syntax)
+_PY_ARG = re.compile(r"\b([a-z][a-z0-9_]*)=(?:'([^']*)'|\"([^\"]*)\"|(\.\.\.)|(?=[,)\s]))")
+
+
+def flag_syntax(message: str, parser: argparse.ArgumentParser) -> str:
+    """Rewrite the library's Python-argument hints (``on_error='skip'``, ``text=``) in
+    ``message`` as this command's flags (``--on-error skip``, ``--text``); names the command has
+    no flag for are left as they are."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:  # argparse has no public accessor for the option table
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs:
+            flags[action.dest] = longs[0]
+
+    def swap(m: re.Match) -> str:
+        name = m.group(1)
+        flag = flags.get(name)
+        if flag is None:
+            return m.group(0)
+        value = next((g for g in m.groups()[1:4] if g is not None), None)
+        return flag if value in (None, "...") else f"{flag} {value}"
+
+    return _PY_ARG.sub(swap, message)
+
+
+def _small_cpu_defaults(quiet: bool) -> None:
+    """Process defaults for a command line run: one torch thread on machines with few cores
+    (two threads collapse on a busy 2-core machine; ``OMP_NUM_THREADS`` overrides), and no
+    transformers/hub progress bars under ``--quiet``."""
+    if "OMP_NUM_THREADS" not in os.environ and (os.cpu_count() or 1) <= 2:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    if quiet:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
@@ -73,10 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _small_cpu_defaults(bool(getattr(args, "quiet", False)))
     try:
         return int(commands[args.command].run(args) or 0)
     except WorkbenchError as exc:
-        print(f"coe-workbench {args.command}: error: {exc}", file=sys.stderr)
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # the command's parser
+        print(f"coe-workbench {args.command}: error: {flag_syntax(str(exc), sub)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

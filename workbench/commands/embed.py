@@ -43,10 +43,14 @@ def register(parser) -> None:
 def load_source(args):
     from workbench.prompts import PromptSet, load_demo_prompts
 
+    import warnings
+
     if args.source == "demo":
         return load_demo_prompts()
-    return PromptSet.read(args.source, args.format, text=args.text, id=args.id,
-                          category=args.category, on_error=args.on_error)
+    with warnings.catch_warnings():  # the command reports each skipped row itself, once
+        warnings.filterwarnings("ignore", message=r".*skipped \d+ bad rows", category=UserWarning)
+        return PromptSet.read(args.source, args.format, text=args.text, id=args.id,
+                              category=args.category, on_error=args.on_error)
 
 
 def run(args) -> int:

@@ -1,0 +1,73 @@
+"""The command line as a new user meets it: hints in its own flag syntax, each skipped row reported
+once, quiet means quiet, progress in logs, small-CPU defaults."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from workbench.cli import _small_cpu_defaults, flag_syntax, main
+
+
+def _parser():
+    p = argparse.ArgumentParser()
+    p.add_argument("--on-error", dest="on_error")
+    p.add_argument("--text")
+    p.add_argument("--id")
+    return p
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("load with on_error='skip' to leave bad rows out", "load with --on-error skip to leave"),
+    ("map the columns (text=, id=, category=)", "map the columns (--text, --id, category=)"),
+    ('pass text="<column>"', "pass --text <column>"),
+    ("use text=... here", "use --text here"),
+    ("budget_b=3 is unknown", "budget_b=3 is unknown"),  # no such flag: left alone
+])
+def test_library_hints_are_rewritten_as_the_commands_flags(message, expected):
+    assert expected in flag_syntax(message, _parser())
+
+
+def _keep_env(monkeypatch):
+    for key in ("OMP_NUM_THREADS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
+
+
+def test_embed_error_names_its_flags_and_each_skip_is_reported_once(tmp_path, capsys, monkeypatch):
+    _keep_env(monkeypatch)  # main() sets process defaults; give them back after the test
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,category\nhello,a\n,b\nworld,a\n")
+    out = tmp_path / "x.npz"
+    assert main(["embed", str(bad), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--on-error skip" in err and "on_error=" not in err and "--text" in err
+    assert err.count("\n") == 1  # one line
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "workbench", "embed", str(bad), "--out", str(out),
+                          "--on-error", "skip", "--quiet"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("row 2") == 1, run.stderr  # not again as a raw UserWarning
+    assert "UserWarning" not in run.stderr
+    assert "Loading weights" not in run.stderr  # --quiet silences transformers' bars too
+    assert "1 rows skipped" in run.stdout
+
+
+def test_small_cpu_defaults_keep_a_users_thread_setting(monkeypatch):
+    _keep_env(monkeypatch)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    _small_cpu_defaults(quiet=False)
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    _small_cpu_defaults(quiet=True)
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
