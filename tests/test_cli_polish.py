@@ -71,3 +71,26 @@ def test_small_cpu_defaults_keep_a_users_thread_setting(monkeypatch):
     _small_cpu_defaults(quiet=True)
     assert os.environ["OMP_NUM_THREADS"] == "1"
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_progress_in_a_log_is_periodic_plain_lines(capsys):
+    from workbench.progress import LogProgress, format_duration, progress_bar
+
+    now = [0.0]
+    bar = LogProgress(100, "embedding", "prompt", interval_s=10, clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 3
+        bar.update(10)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3  # every 10 s or more (at 12 s and 24 s), then the close at 30 s
+    assert lines[0].startswith("embedding: 40/100 prompts (40%), 12s elapsed, about 18s left")
+    assert lines[-1].startswith("embedding: 100/100 prompts (100%), 30s elapsed")
+    assert "\r" not in "".join(lines)
+    assert format_duration(75) == "1m 15s" and format_duration(3725) == "1h 02m"
+    # stderr is captured (not a terminal) here: the log form, not tqdm
+    assert isinstance(progress_bar(5, "x"), LogProgress)
+    off = progress_bar(5, "x", enabled=False)
+    off.update(5)
+    off.close()
+    assert capsys.readouterr().err == ""

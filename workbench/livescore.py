@@ -338,7 +338,7 @@ def loglik_frame(model_or_path, prompts, *, tokenizer=None, answers: str = "answ
     """
     import numpy as np
     import pandas as pd
-    from tqdm.auto import tqdm
+    from workbench.progress import progress_bar
 
     df = _frame(prompts)
     for col in ("id", "text", answers):
@@ -379,7 +379,7 @@ def loglik_frame(model_or_path, prompts, *, tokenizer=None, answers: str = "answ
         pairs.append(encode_pair(tok, str(rec["text"]), str(answer), max_length=max_length,
                                  chat_template=chat_template))
         owners.append((row, -1))
-    bar = tqdm(total=len(pairs), desc=f"scoring {scorer.name}", unit="seq", disable=not progress)
+    bar = progress_bar(len(pairs), f"scoring {scorer.name}", "seq", enabled=bool(progress))
     try:
         results = _batched_logliks(scorer, pairs, batch_size=batch_size, progress=bar)
     finally:

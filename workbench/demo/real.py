@@ -27,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 import shutil
 import time
 from collections.abc import Mapping
@@ -324,7 +325,7 @@ def train_adapters(config: RealDemoConfig | None = None, prompts=None, *, seed: 
     the previous adapters intact. The held-out scores are not part of this step: run
     :func:`score_experts` next (``coe-workbench build-demo --retrain`` does both).
     """
-    from tqdm.auto import tqdm
+    from workbench.progress import progress_bar
     from transformers import AutoTokenizer
 
     config = config or load_real_config()
@@ -342,8 +343,13 @@ def train_adapters(config: RealDemoConfig | None = None, prompts=None, *, seed: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     info = {}
-    bar = tqdm(total=sum(s for _, s in plan), desc="training LoRA specialists", unit="step",
-               disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    if progress:  # say why the wait and how long, before the first (slowest) step skews the ETA
+        total = sum(s for _, s in plan)
+        print(f"training {len(plan)} LoRA specialists on {len(train_ids)} demo prompts: {total} "
+              f"steps, about {max(1, round(total * 4 / 60))} min on 2 CPU cores (3-5 s a step); "
+              f"once, the adapters are saved to {out_dir}", file=sys.stderr, flush=True)
+    bar = progress_bar(sum(s for _, s in plan), "training LoRA specialists", "step",
+                       enabled=bool(progress), dynamic_ncols=True, mininterval=2.0)
     try:
         for expert, steps in plan:
             model, stats = _train_one(

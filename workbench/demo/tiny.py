@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
     >>> experts.summary()                         # doctest: +SKIP
     """
     import torch
-    from tqdm.auto import tqdm
+    from workbench.progress import progress_bar
     from transformers import GenerationConfig
 
     if prompts is None:
@@ -341,8 +342,12 @@ def train_demo_experts(prompts=None, *, spec_file: str | os.PathLike | Mapping |
     tmp.mkdir(parents=True)
     info: dict[str, dict] = {}
     threads = torch.get_num_threads()
-    bar = tqdm(total=sum(s for _, _, s in plan), desc="training demo experts", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    if progress:
+        print(f"training {len(plan)} tiny demo experts from scratch: "
+              f"{sum(s for _, _, s in plan)} steps, once; they are cached in {root}",
+              file=sys.stderr, flush=True)
+    bar = progress_bar(sum(s for _, _, s in plan), "training demo experts", "step",
+                       enabled=bool(progress), dynamic_ncols=True)
     try:
         for expert, examples, steps in plan:
             res = train_expert(expert.name, expert.architecture, examples, tokenizer, steps=steps,

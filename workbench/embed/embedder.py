@@ -231,9 +231,9 @@ class Embedder:
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from workbench.progress import progress_bar
 
-            bar = tqdm(total=len(texts), desc="embedding", unit="prompt")
+            bar = progress_bar(len(texts), "embedding", "prompt")
         side = tok.padding_side
         try:
             tok.padding_side = "right"
