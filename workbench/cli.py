@@ -99,6 +99,8 @@ def _small_cpu_defaults(quiet: bool) -> None:
     if quiet:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        if "transformers" in sys.modules:  # already imported (main() called in-process)
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
