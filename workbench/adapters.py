@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +140,12 @@ class LoraAdapter:
 
     # -- facts ---------------------------------------------------------------------------------
 
-    @property
+    @cached_property  # the modules never change after loading; every switch plan reads this
     def n_params(self) -> int:
         """Trainable parameters of the adapter (A and B of every module)."""
         return int(sum(a.numel() + b.numel() for a, b, _ in self.modules.values()))
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Bytes the adapter's tensors take in memory (fp32)."""
         return int(sum(a.numel() * a.element_size() + b.numel() * b.element_size()

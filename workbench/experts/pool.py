@@ -362,10 +362,25 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
 
     # -- switching in ---------------------------------------------------------------------------
 
+    def _resident_hit(self, entry: Entry, *, prefetch: bool) -> str | None:
+        """The tier of a hit :func:`plan_switch` would return for ``entry`` (its first rules: on
+        the GPU; on the CPU when there is no GPU tier to promote to, or for a prefetch), or None
+        when the planner has to look at the whole pool. Saves the per-switch snapshot of every
+        entry on the hot path; caller holds the lock."""
+        if entry.gpu_model is not None:
+            return "gpu"
+        if entry.cpu_model is not None and entry.split_model is None and (
+                prefetch or not self.gpu_budget):
+            return "cpu"
+        return None
+
     def _decide(self, entry: Entry, *, prefetch: bool, may_wait: bool = False) -> tuple[str, list[str], Placement | None]:
         """Under the lock: plan the switch (pure, :func:`plan_switch`), evict, reserve bytes.
 
         Returns (tier_found, steps, placement)."""
+        hit = self._resident_hit(entry, prefetch=prefetch)
+        if hit is not None:  # what plan_switch answers for a resident expert, without a snapshot
+            return hit, [], None
         plan = plan_switch(self._snapshot(), self._budgets(),
                            SwitchRequest(entry.spec.name, prefetch=prefetch, may_wait=may_wait))
         self._execute(plan.evictions)
