@@ -26,7 +26,7 @@ _LAZY: dict[str, str] = {
         "InfeasibleBudgetError", "RegistryError", "ExpertError", "PlacementError", "GraphError",
         "MapTimeoutError", "DecomposeError", "DemoError", "ChatError", "FileBoxError",
         "UsageError", "TrustRemoteCodeWarning", "RouterNotFittedError", "PlotError",
-        "MissingDependencyError")},
+        "MissingDependencyError", "BundleError", "RequestError")},
     "PromptSet": "workbench.prompts",
     "load_demo_prompts": "workbench.prompts",
     "Embedder": "workbench.embed",

@@ -97,6 +97,23 @@ class PlotError(WorkbenchError, ValueError):
     """A figure was given data it cannot draw (the message says what shape it needs)."""
 
 
+class BundleError(WorkbenchError, ValueError):
+    """A saved CoE bundle is missing a file, was changed after export, or does not fit together."""
+
+
+class RequestError(WorkbenchError, ValueError):
+    """A bad API request: an OpenAI-style error with its HTTP status and the field at fault.
+
+    ``param`` names the request field (``"messages[1].content"``, ``"max_tokens"``), ``type`` and
+    ``code`` follow OpenAI's error object; ``status`` is the HTTP status (4xx).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400,
+                 type: str = "invalid_request_error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.param, self.status, self.type, self.code = param, int(status), type, code
+
+
 class TrustRemoteCodeWarning(UserWarning):
     """An expert spec file turns on ``trust_remote_code``: the model's own Python code will run."""
 

@@ -16,8 +16,11 @@ score of each expert on the prompts routed there and how often it is routed to. 
 of a map on that table is then an unbiased estimate of its held-out accuracy, and its cost an
 estimate of the held-out average of active parameters (kept under budget with a small margin).
 
-Entry points: :func:`run_protocol` (any embeddings + :class:`~workbench.scores.ExpertScores`) and
-:func:`evaluate_mmlu_pro` (a folder of MMLU-Pro result files).
+Entry points: :func:`run_protocol` (any embeddings + :class:`~workbench.scores.ExpertScores`),
+:func:`evaluate_mmlu_pro` (a folder of MMLU-Pro result files) and
+:func:`workbench.evaluate_results.evaluate_results` (any per-prompt results table, with or without
+prompt text). :meth:`ProtocolResult.aiq` sums each held-out cost/quality curve up in RouterBench's
+AIQ.
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ __all__ = [
     "ProtocolResult",
     "default_router",
     "run_protocol",
+    "safe_map",
+    "stratified_split",
     "evaluate_mmlu_pro",
 ]
 
@@ -98,13 +103,18 @@ class DirectResult:
 
 @dataclass
 class ProtocolResult:
-    """Everything the protocol measured; :meth:`to_dict` is the ``--json`` object."""
+    """Everything the protocol measured; :meth:`to_dict` is the ``--json`` object.
 
-    router_accuracy: float
-    router_macro_f1: float
-    router_cv_accuracy: float
-    router_params: dict
-    confusion: "pd.DataFrame"
+    ``routing`` is ``"router"`` (a category router fitted on prompt embeddings) or
+    ``"true_categories"`` (a table without prompt text: the map is applied to each prompt's true
+    category, there is no router and no DirectRouter, and the router fields are ``None``).
+    """
+
+    router_accuracy: float | None
+    router_macro_f1: float | None
+    router_cv_accuracy: float | None
+    router_params: dict | None
+    confusion: "pd.DataFrame | None"
     budgets: list[BudgetResult]
     models: dict[str, float]
     model_active_b: dict[str, float]
@@ -117,6 +127,34 @@ class ProtocolResult:
     calibration_ids: list[str] = field(repr=False, default_factory=list)
     held_out_ids: list[str] = field(repr=False, default_factory=list)
     embedder: str | None = None
+    routing: str = "router"
+
+    def aiq(self) -> dict[str, Any]:
+        """RouterBench's AIQ of each held-out cost/quality curve, on one shared cost range.
+
+        Points are (held-out average active parameters, held-out accuracy): ``coe`` the CoE at
+        each budget (router categories; true categories when ``routing`` is
+        ``"true_categories"``), ``coe_true_categories`` the CoE with true categories, ``direct``
+        the DirectRouter at each budget (``None`` without a router), ``models`` every model
+        alone. Each curve is its non-decreasing convex hull extended flat to ``max_cost_b``, the
+        largest cost of any point, so the figures compare (see
+        :func:`workbench.mapping.frontier.aiq`).
+        """
+        from workbench.mapping.frontier import aiq
+
+        curves: dict[str, list[tuple[float, float]]] = {
+            "coe": [(b.avg_active_b, b.accuracy) for b in self.budgets],
+            "coe_true_categories": [(b.oracle_avg_active_b, b.oracle_accuracy)
+                                    for b in self.budgets],
+            "direct": [(d.avg_active_b, d.accuracy) for d in self.direct],
+            "models": [(self.model_active_b[m], a) for m, a in self.models.items()],
+        }
+        curves = {k: [p for p in v if np.isfinite(p).all()] for k, v in curves.items()}
+        top = max(c for pts in curves.values() for c, _ in pts)
+        out: dict[str, Any] = {k: (aiq([c for c, _ in pts], [q for _, q in pts], max_cost=top)
+                                   if pts else None) for k, pts in curves.items()}
+        out["max_cost_b"] = float(top)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (no arrays)."""
@@ -125,6 +163,7 @@ class ProtocolResult:
             d = asdict(b)
             budgets.append(d)
         return {
+            "routing": self.routing,
             "router_accuracy": self.router_accuracy,
             "router_macro_f1": self.router_macro_f1,
             "router_cv_accuracy": self.router_cv_accuracy,
@@ -139,6 +178,7 @@ class ProtocolResult:
             "seed": self.seed,
             "categories": self.categories,
             "embedder": self.embedder,
+            "aiq": self.aiq(),
         }
 
     def comparison_table(self) -> "pd.DataFrame":
@@ -177,12 +217,28 @@ class ProtocolResult:
 
 
 # -------------------------------------------------------------------------------------- helpers
-def _split(categories: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+#: Prompts a category needs for the seeded, stratified 50/50 split (one in each half).
+MIN_SPLIT_PROMPTS = 2
+
+
+def stratified_split(categories: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (sorted) of the calibration and held-out halves: seeded, stratified 50/50."""
     from sklearn.model_selection import train_test_split
 
+    names, counts = np.unique(np.asarray(categories).astype(str), return_counts=True)
+    small = [f"{n!r} ({c})" for n, c in zip(names, counts) if c < MIN_SPLIT_PROMPTS]
+    if small:
+        raise ScoresError(
+            f"categories with fewer than {MIN_SPLIT_PROMPTS} prompts: {', '.join(small[:5])}; the "
+            "50/50 split stratified by category needs a prompt of each category in both halves. "
+            "Add prompts or merge those categories into others"
+        )
     idx = np.arange(len(categories))
     cal, held = train_test_split(idx, test_size=0.5, random_state=seed, stratify=categories)
     return np.sort(cal), np.sort(held)
+
+
+_split = stratified_split  # the name notebook 02 imports
 
 
 def _route_categories(conf: np.ndarray, predicted: np.ndarray, threshold: float | None,
@@ -200,6 +256,39 @@ def _apply_map(mapping: Mapping[str, str], routed: Sequence[str], values: np.nda
     acc = float(values[np.arange(len(chosen)), chosen].mean())
     avg = float(np.mean([active[experts[j]] for j in chosen]))
     return acc, avg
+
+
+def safe_map(means, weights, routed: Sequence[str], budget: float, registry: "ModelRegistry", *,
+             fallback_expert: str | None = None, budget_margin: float | None = None,
+             safety_z: float = 3.0, n_eval: int, fallback_category: str = FALLBACK_CATEGORY):
+    """The best map whose budget survives the protocol's safety rule (``None`` if none does).
+
+    With ``budget_margin=None`` the optimiser's target is lowered step by step
+    (:data:`MARGIN_STEPS`) until the map's average active parameters over the calibration
+    prompts ``routed`` plus ``safety_z`` standard errors of an ``n_eval``-prompt average fit the
+    budget; a fixed ``budget_margin`` is used as given.
+    """
+    from workbench.mapping import optimize_mapping
+
+    margins = MARGIN_STEPS if budget_margin is None else (float(budget_margin),)
+    for f in margins:
+        try:
+            m = optimize_mapping(means, weights, registry, budget_active_b=budget * (1 - f),
+                                 fallback_expert=fallback_expert,
+                                 fallback_category=fallback_category)
+        except InfeasibleBudgetError:
+            return None
+        cost = {c: registry.active(e) for c, e in m.assignments.items()}
+        costs = np.array([cost[c] for c in routed])
+        if budget_margin is not None or _within(costs, budget, safety_z, n_eval):
+            return m
+    return None
+
+
+def _within(costs: np.ndarray, budget: float, safety_z: float, n_eval: int) -> bool:
+    """The safety rule: mean cost plus ``safety_z`` standard errors of an ``n_eval`` mean fits."""
+    se = costs.std() / np.sqrt(n_eval)
+    return costs.mean() + safety_z * se <= budget * (1 + 1e-12)
 
 
 # ----------------------------------------------------------------------------------- protocol
@@ -264,7 +353,6 @@ def run_protocol(
     """
     from sklearn.base import clone
 
-    from workbench.mapping import optimize_mapping
     from workbench.router import DirectRouter, cross_val_proba, router_report
 
     X = np.asarray(X, dtype=np.float32)
@@ -281,7 +369,7 @@ def run_protocol(
     active = {e: registry.active(e) for e in experts}
     y = np.asarray(scores.categories).astype(str)
     fine = None if fine_labels is None else np.asarray(fine_labels).astype(str)
-    cal, held = _split(y, seed)
+    cal, held = stratified_split(y, seed)
     cal_ids = [scores.prompt_ids[i] for i in cal]
     held_ids = [scores.prompt_ids[i] for i in held]
     S_cal, S_held = scores.values[cal], scores.values[held]
@@ -317,24 +405,13 @@ def run_protocol(
     margins = MARGIN_STEPS if budget_margin is None else (float(budget_margin),)
 
     def _fits(costs: np.ndarray, budget: float) -> bool:
-        if budget_margin is not None:
-            return True
-        se = costs.std() / np.sqrt(n_eval)
-        return costs.mean() + safety_z * se <= budget * (1 + 1e-12)
+        return budget_margin is not None or _within(costs, budget, safety_z, n_eval)
 
     def _cheapest_safe(means, weights, routed, budget, fb):
         """The best map under the largest target whose safety rule holds (None if none)."""
-        for f in margins:
-            try:
-                m = optimize_mapping(means, weights, registry, budget_active_b=budget * (1 - f),
-                                     fallback_expert=fb, fallback_category=fallback_category)
-            except InfeasibleBudgetError:
-                return None
-            a = m.assignments
-            costs = np.array([active[a[c]] for c in routed])
-            if _fits(costs, budget):
-                return m
-        return None
+        return safe_map(means, weights, routed, budget, registry, fallback_expert=fb,
+                        budget_margin=budget_margin, safety_z=safety_z, n_eval=n_eval,
+                        fallback_category=fallback_category)
     tables = {}
     for rate in sorted(set(float(r) for r in fallback_rates)):
         thr = None if rate <= 0 else float(np.sort(oof_conf)[int(np.floor(rate * len(oof_conf)))])

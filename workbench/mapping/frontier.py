@@ -4,6 +4,7 @@ A dynamic programme over categories keeps the set of non-dominated ``(cost, valu
 (no other partial map is both cheaper and better), so after the last category that set *is* the
 Pareto frontier and the optimum for any budget is a binary search away; back-pointers recover each
 map. :func:`nondominated` is the one pruning rule, also used for the envelope of several frontiers.
+:func:`aiq` is RouterBench's one-number summary of a cost/quality curve.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workbench.errors import UsageError
 from workbench.mapping.problem import REL_TOL, VALUE_TOL, Problem
 
-__all__ = ["Frontier", "budget_slack", "min_cost", "nondominated", "pareto"]
+__all__ = ["Frontier", "aiq", "budget_slack", "min_cost", "nondominated", "nondecreasing_hull",
+           "pareto"]
 
 
 def nondominated(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -133,3 +136,84 @@ def min_cost(p: Problem) -> float:
         opt = _row_options(p, i, None)
         total += opt[0][0]
     return float(total)
+
+
+def nondecreasing_hull(costs, qualities) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing upper convex hull of ``(cost, quality)`` points, cheapest first.
+
+    The smallest concave, non-decreasing curve above every point, from the cheapest point (the
+    best of the cheapest, where several share its cost) to the best point (the cheapest of the
+    best); beyond that it stays flat. Mixing two routers at random reaches any point on a chord
+    between them, which is why the hull, not the raw points, is what a router can achieve.
+
+    Examples
+    --------
+    >>> c, q = nondecreasing_hull([1, 2, 3, 4], [0.2, 0.3, 0.6, 0.5])
+    >>> c.tolist(), q.tolist()
+    ([1.0, 3.0], [0.2, 0.6])
+    """
+    c = np.asarray(costs, dtype=float).ravel()
+    q = np.asarray(qualities, dtype=float).ravel()
+    if c.shape != q.shape or c.size == 0:
+        raise UsageError(f"aiq needs as many costs as qualities, at least one of each; got "
+                         f"{c.size} costs and {q.size} qualities")
+    if not (np.isfinite(c).all() and np.isfinite(q).all()):
+        raise UsageError("aiq needs finite costs and qualities (no NaN or infinity)")
+    order = np.lexsort((-q, c))   # cost ascending, the better first among equal costs
+    c, q = c[order], q[order]
+    best = int(np.argmax(q))      # the first (cheapest) of the best
+    hull: list[int] = []
+    for k in range(best + 1):
+        if hull and c[k] == c[hull[-1]]:
+            continue              # same cost, not better: the first one stays
+        # pop while the last hull point lies on or below the chord from its predecessor to k
+        while len(hull) >= 2:
+            i, j = hull[-2], hull[-1]
+            if (q[j] - q[i]) * (c[k] - c[i]) <= (q[k] - q[i]) * (c[j] - c[i]):
+                hull.pop()
+            else:
+                break
+        hull.append(k)
+    return c[hull], q[hull]
+
+
+def aiq(costs, qualities, *, max_cost: float | None = None) -> float:
+    """RouterBench's AIQ (average improvement in quality) of a set of ``(cost, quality)`` points.
+
+    Sort the points by cost, take their non-decreasing convex hull
+    (:func:`nondecreasing_hull`), extend it flat to ``max_cost``, and divide the area under it
+    by ``max_cost``. Below the cheapest point the curve counts as zero, so a cheaper curve of the
+    same quality scores higher. To compare several curves give them the same ``max_cost`` (the
+    largest cost of any of them), as RouterBench does.
+
+    Parameters
+    ----------
+    costs, qualities : sequence of float
+        One point per router setting (e.g. per budget: average active parameters, accuracy).
+    max_cost : float, optional
+        Where the curve ends; default the largest of ``costs``. Must not be below it.
+
+    Returns
+    -------
+    float
+        The mean quality over costs ``0 .. max_cost`` of the extended hull.
+
+    Examples
+    --------
+    >>> aiq([10.0], [0.5])                         # one point at the largest cost: no area
+    0.0
+    >>> aiq([10.0], [0.5], max_cost=20.0)          # flat from 10 to 20
+    0.25
+    >>> aiq([0.0, 10.0], [0.2, 0.6])               # a chord from 0.2 to 0.6
+    0.4
+    """
+    hc, hq = nondecreasing_hull(costs, qualities)
+    largest = float(np.max(np.asarray(costs, dtype=float)))
+    top = largest if max_cost is None else float(max_cost)
+    if top < largest - REL_TOL * max(1.0, abs(largest)):
+        raise UsageError(f"aiq: max_cost {top:g} is below the largest cost {largest:g}")
+    if top <= 0:
+        raise UsageError(f"aiq needs a positive largest cost, got {top:g}")
+    area = float(np.sum((hc[1:] - hc[:-1]) * (hq[1:] + hq[:-1]) / 2.0))
+    area += float(hq[-1]) * max(0.0, top - float(hc[-1]))
+    return area / top
