@@ -48,17 +48,47 @@ _default_bundle: Any = None
 #: URL so no icon ever reaches for the network; the app's own buttons use inline SVG icons.
 OFFLINE_JS = """\
 (function () {
+  // Tabler icons: Panel's icon views fetch a webfont stylesheet from jsdelivr; the workbench
+  // draws its icons as inline SVG, so the stylesheet is replaced by an empty one.
+  // Panel's own stylesheets: in a notebook the models Panel sends after the first render keep
+  // their cdn.holoviz.org URLs; they are rewritten to the copy Panel's Jupyter server extension
+  // serves at <base_url>panel_dist/ (same host), so nothing is fetched from the internet.
+  var CDN = /^https?:\\/\\/cdn\\.holoviz\\.org\\/panel\\/[^\\/]+\\/dist\\//;
+  function baseUrl() {
+    try {
+      var el = document.getElementById("jupyter-config-data");
+      if (el) { return JSON.parse(el.textContent).baseUrl || "/"; }
+    } catch (e) {}
+    return (document.body && document.body.dataset && document.body.dataset.baseUrl) || null;
+  }
   function patch() {
     try {
-      var model = window.Bokeh && Bokeh.Models && Bokeh.Models.get("TablerIcon");
-      if (model && model.prototype.default_view) {
-        model.prototype.default_view._url = "data:text/css,";
-        return true;
+      var models = window.Bokeh && Bokeh.Models;
+      if (!models) { return false; }
+      var icon = models.get("TablerIcon");
+      if (icon && icon.prototype.default_view) { icon.prototype.default_view._url = "data:text/css,"; }
+      var sheet = models.get("ImportedStyleSheet");
+      var base = baseUrl();
+      if (sheet && base !== null && !sheet.prototype.__coe_offline) {
+        var underlying = sheet.prototype.underlying;
+        sheet.prototype.underlying = function () {
+          var url = this.url;
+          if (CDN.test(url)) {
+            this.setv({url: base.replace(/\\/?$/, "/") + "panel_dist/" + url.replace(CDN, "").split("?")[0]},
+                      {silent: true});
+          }
+          return underlying.call(this);
+        };
+        sheet.prototype.__coe_offline = true;
       }
-    } catch (e) {}
-    return false;
+      return Boolean(icon);
+    } catch (e) { return false; }
   }
-  if (!patch()) { document.addEventListener("DOMContentLoaded", patch); }
+  if (!patch()) {  // Bokeh may still be loading: retry for a while
+    var tries = 0, timer = setInterval(function () {
+      if (patch() || ++tries > 600) { clearInterval(timer); }
+    }, 50);
+  }
 })();
 """
 
