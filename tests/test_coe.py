@@ -345,6 +345,32 @@ def test_chat_command_reads_stdin_streams_and_prints_traces(checkpoints, router,
     pool.close()
 
 
+def test_chat_command_follows_the_conversation_rule(checkpoints, router, monkeypatch, capsys):
+    import io
+    import types
+
+    import workbench.demo
+    from workbench.cli import main
+    from workbench.conversation import decide_turn
+
+    pool = make_pool(checkpoints)
+    coe = make_coe(pool, router)
+    monkeypatch.setattr(workbench.demo, "build_demo_bundle",
+                        lambda **kw: types.SimpleNamespace(coe=coe, summary=lambda: "tiny"))
+    follow_up = LAW[0]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"Solve 2x + 3 = 11\n{follow_up}\n/new\n{follow_up}\n"))
+    assert main(["chat", "--max-new-tokens", "3", "--switch-confidence", "0.99"]) == 0
+    out = capsys.readouterr().out
+    traces = [block for block in out.split("coe> ")[1:]]
+    assert len(traces) == 3
+    first_expert = coe.route("Solve 2x + 3 = 11").expert
+    want = decide_turn(coe.route(follow_up), first_expert, threshold=0.99)
+    assert f"expert: {want.expert} [" in traces[1] and f"turn: {want.rule}" in traces[1]
+    assert "turn:" not in traces[0] and "turn:" not in traces[2]  # /new: a single prompt again
+    assert f"expert: {coe.route(follow_up).expert} [" in traces[2]
+    pool.close()
+
+
 def test_chat_budget_parsing_and_bad_arguments(capsys):
     from workbench.cli import main
     from workbench.commands.chat import parse_budget

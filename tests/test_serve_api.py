@@ -151,7 +151,7 @@ def test_sampling_settings_are_accepted(served):
 
 # -------------------------------------------------------------------------- conversation routing
 def test_conversation_keeps_or_switches_the_expert_by_the_rule(served):
-    from workbench.serve.conversation import decide_turn
+    from workbench.conversation import decide_turn
 
     first = served.client.chat.completions.create(model="coe", messages=user(MATH), max_tokens=6)
     reply = first.choices[0].message.content
@@ -185,7 +185,7 @@ def test_the_rule_keeps_the_expert_unless_confidently_different(served):
 def test_decide_turn_rules():
     from workbench.coe import Route
     from workbench.errors import UsageError
-    from workbench.serve.conversation import decide_turn
+    from workbench.conversation import decide_turn
 
     assert decide_turn(Route("law", 0.9, False, "b")).rule == "routed"
     assert decide_turn(Route("law", 0.9, False, "b"), "b").rule == "same"

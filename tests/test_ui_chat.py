@@ -65,6 +65,20 @@ def test_routes_by_category_to_the_mapped_expert(coe):
     assert len(chat.traces) == 2
 
 
+def test_a_follow_up_keeps_its_expert_unless_confidently_different(coe):
+    from workbench.ui.chat import ChatModel, trace_rows
+
+    sticky = ChatModel(coe, max_new_tokens=4, switch_confidence=1.0)  # never confident enough
+    law = sticky.ask("Can a landlord keep the deposit under state law?")
+    math = sticky.ask("What is the derivative of x squared?")
+    assert law.trace.turn_rule == "" and law.trace.expert == "tiny-b"
+    assert (math.trace.category, math.trace.expert, math.trace.turn_rule) == ("math", "tiny-b", "kept")
+    assert dict(trace_rows(math.trace))["turn"].startswith("kept: kept the previous turn's expert")
+    moving = ChatModel(coe, max_new_tokens=4, switch_confidence=0.0)
+    moving.ask("Can a landlord keep the deposit under state law?")
+    assert moving.ask("What is the derivative of x squared?").trace.turn_rule == "switched"
+
+
 @pytest.mark.parametrize("bad", ["", "   ", None, 42])
 def test_send_rejects_empty_or_non_text(coe, bad):
     from workbench.ui.chat import ChatError, ChatModel

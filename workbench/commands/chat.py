@@ -14,7 +14,10 @@ By default it runs over the offline demo bundle (SmolLM2-135M-Instruct and its L
 --tiny for the tiny from-scratch experts). Give --experts, --map and --router to chat with your own
 CoE instead. Reads stdin until EOF or /quit, so it also works non-interactively.
 
-commands inside the chat: /map (show the map), /help, /quit
+A follow-up goes to the expert of the previous answer, with the conversation so far, unless its
+category is confidently different (--switch-confidence); each trace says which rule decided.
+
+commands inside the chat: /map (show the map), /new (forget the conversation), /help, /quit
 
 example:
   coe-workbench chat
@@ -31,6 +34,11 @@ def register(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="tokens per answer (default: each expert's own setting)")
     parser.add_argument("--no-stream", action="store_true", help="print each answer when complete")
+    parser.add_argument("--switch-confidence", type=float, default=None, metavar="P",
+                        help="a follow-up moves to another expert only when its category is at "
+                             "least this probable (default 0.6); the trace's 'turn' says why")
+    parser.add_argument("--single-turn", action="store_true",
+                        help="route every line on its own (no conversation history)")
     parser.add_argument("--seed", type=int, default=0, help="demo bundle seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars while building")
     from workbench.commands.serve import add_demo_arguments
@@ -115,7 +123,12 @@ def run(args) -> int:
         coe, bundle = _demo_coe(args)
     if bundle is not None:
         print(bundle.summary(), file=out)
+    from workbench.conversation import ConversationRouter
+
     gen = {} if args.max_new_tokens is None else {"max_new_tokens": int(args.max_new_tokens)}
+    turns = ConversationRouter(coe, threshold=args.switch_confidence)
+    messages: list[dict] = []  # the conversation: follow-ups keep their expert (see --help)
+    previous = None
     interactive = sys.stdin.isatty()
     print("type a prompt (/map shows the map, /quit or Ctrl-D ends)", file=out, flush=True)
     while True:
@@ -130,8 +143,13 @@ def run(args) -> int:
             continue
         if text in ("/quit", "/exit", "/q"):
             break
+        if text == "/new":
+            messages, previous = [], None
+            print("new conversation", file=out)
+            continue
         if text == "/help":
-            print("type a prompt; /map shows the category-to-expert map; /quit ends", file=out)
+            print("type a prompt; /map shows the category-to-expert map; /new starts a new "
+                  "conversation; /quit ends", file=out)
             continue
         if text == "/map":
             for cat, expert in coe.mapping.items():
@@ -140,17 +158,25 @@ def run(args) -> int:
         if not interactive:
             print(f"you> {text}", file=out)
         print("coe> ", end="", file=out, flush=True)
+        messages.append({"role": "user", "content": text})
+        prompt, extra, rule = text, {}, ""
+        if previous is not None and not args.single_turn:
+            decision = turns.decide(messages, previous=previous)
+            prompt, extra, rule = list(messages), {"expert": decision.expert}, decision.rule
         if args.no_stream:
-            answer = coe.generate(text, **gen)
+            answer = coe.generate(prompt, **gen, **extra)
             print(answer.text, file=out)
         else:
             answer = None
-            for item in coe.stream(text, **gen):
+            for item in coe.stream(prompt, **gen, **extra):
                 if isinstance(item, str):
                     print(item, end="", file=out, flush=True)
                 else:
                     answer = item
             print(file=out)
+        answer.trace.turn_rule = rule
+        messages.append({"role": "assistant", "content": answer.text})
+        previous = answer.trace.expert
         _print_trace(answer.trace, out)
         out.flush()
     return 0

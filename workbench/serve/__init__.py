@@ -2,7 +2,7 @@
 
 * :mod:`workbench.serve.bundle`: :func:`save_coe` / :func:`load_coe` (``CoE.save`` / ``CoE.load``),
   a versioned manifest, no pickle;
-* :mod:`workbench.serve.conversation`: which expert answers a turn of a multi-turn conversation;
+* :mod:`workbench.conversation` (re-exported here): which expert answers a turn of a multi-turn conversation;
 * :mod:`workbench.serve.api`: :func:`create_api`, the FastAPI app (``coe-workbench serve-api``),
   over :mod:`~workbench.serve.protocol` (the wire format), :mod:`~workbench.serve.engine`
   (generation, limits, cancellation) and :mod:`~workbench.serve.metrics`.

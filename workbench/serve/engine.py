@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from workbench.errors import ExpertError, RequestError, WorkbenchError
-from workbench.serve.conversation import RULES, ConversationMemory, ConversationRouter, TurnDecision
+from workbench.conversation import RULES, ConversationMemory, ConversationRouter, TurnDecision
 from workbench.serve.metrics import Metrics
 from workbench.serve.protocol import COE_MODEL, ChatRequest
 

@@ -89,6 +89,11 @@ def trace_rows(trace: Any) -> list[tuple[str, str]]:
         parts = sum(float(get(k) or 0) for k in ("switch_s", "embed_s", "route_s", "generate_s"))
         rows.append(("total", _seconds(total) + f" (other: prompt encoding, streaming "
                                                 f"{_seconds(max(0.0, float(total) - parts))})"))
+    if get("turn_rule"):
+        from workbench.conversation import RULES
+
+        rule = str(get("turn_rule"))
+        rows.append(("turn", f"{rule}: {RULES.get(rule, '')}".rstrip(": ")))
     if get("error"):
         rows.append(("error", str(get("error"))))
     return rows

@@ -32,6 +32,11 @@ class ChatModel(param.Parameterized):
         (``.text``, ``.trace``). Several models (browser sessions) may share one CoE and its pool.
     max_new_tokens : int, optional
         Passed to ``CoE.stream``; ``None`` keeps each expert's own default.
+    switch_confidence : float, optional
+        The conversation rule's threshold: a follow-up moves to another expert only when its
+        category is at least this probable (default
+        :data:`workbench.conversation.DEFAULT_SWITCH_CONFIDENCE`); each trace's ``turn_rule``
+        says what decided.
 
     Attributes
     ----------
@@ -54,7 +59,7 @@ class ChatModel(param.Parameterized):
     busy = param.Boolean(default=False, doc="True while an answer is being generated.")
     last_error = param.String(default=None, allow_None=True, doc="The last error, if any.")
 
-    def __init__(self, coe: Any, **params: Any) -> None:
+    def __init__(self, coe: Any, *, switch_confidence: float | None = None, **params: Any) -> None:
         if not hasattr(coe, "stream"):
             raise ChatError(f"ChatModel needs a CoE with a stream(prompt) method, got "
                             f"{type(coe).__name__}; build one with workbench.CoE(...) or "
@@ -62,6 +67,11 @@ class ChatModel(param.Parameterized):
         super().__init__(**params)
         self.coe = coe
         self._lock = threading.Lock()
+        self._turns = None  # the conversation rule, for a real CoE (test doubles stream only)
+        if hasattr(coe, "route") and hasattr(coe, "pool"):
+            from workbench.conversation import ConversationRouter
+
+            self._turns = ConversationRouter(coe, threshold=switch_confidence)
 
     @classmethod
     def from_bundle(cls, bundle: Any, **params: Any) -> "ChatModel":
@@ -89,14 +99,25 @@ class ChatModel(param.Parameterized):
         gen = {} if self.max_new_tokens is None else {"max_new_tokens": int(self.max_new_tokens)}
         with self._lock:
             self.history = [*self.history, {"role": "user", "content": text}]
+            messages = list(self.history)
         self.busy, self.last_error = True, None
         answer = None
+        prompt, rule = text, ""
         try:
-            for item in self.coe.stream(text, **gen):
+            if self._turns is not None and len(messages) > 1:
+                # a follow-up: the whole conversation goes to the expert, which stays the previous
+                # turn's unless the new category is confidently different (workbench.conversation)
+                previous = getattr(self.traces[-1], "expert", None) if self.traces else None
+                decision = self._turns.decide(messages, previous=previous)
+                prompt, rule = messages, decision.rule
+                gen = {**gen, "expert": decision.expert}
+            for item in self.coe.stream(prompt, **gen):
                 if isinstance(item, str):
                     yield item
                 elif hasattr(item, "trace"):
                     answer = item
+                    if rule and hasattr(item.trace, "turn_rule"):
+                        item.trace.turn_rule = rule
                     yield item
                 else:
                     raise ChatError(f"CoE.stream yielded {type(item).__name__}; expected text chunks "
