@@ -114,7 +114,7 @@ def app_url(tiny_experts):
 class Browser:
     """A Chromium with a fresh user-data-dir; records and aborts requests to other hosts."""
 
-    def __init__(self, pw, url: str):
+    def __init__(self, pw, url: str, *, open_app: bool = True):
         self.external: list[str] = []
         self.errors: list[str] = []
         self._dir = tempfile.TemporaryDirectory(prefix="coe-chromium-")
@@ -134,8 +134,10 @@ class Browser:
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.set_default_timeout(60_000)
-        self.page.goto(url, wait_until="domcontentloaded", timeout=180_000)
-        self.page.wait_for_selector(".coe-tabs", timeout=180_000)
+        self.origin = origin
+        if open_app:  # the workbench app; JupyterLab tests open their own pages
+            self.page.goto(url, wait_until="domcontentloaded", timeout=180_000)
+            self.page.wait_for_selector(".coe-tabs", timeout=180_000)
 
     def tab(self, name: str) -> None:
         self.page.locator(".bk-tab", has_text=name).first.click()

@@ -8,6 +8,7 @@ and the test asserts that no cell raised, that the page requested nothing from a
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -46,6 +47,13 @@ def lab(tmp_path_factory):
            f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
            "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.collaborative=False",
            "--LabServerApp.notebook_starts_kernel=True", f"--ServerApp.root_dir={REPO / 'notebooks'}"]
+    settings = home / "lab-settings"  # never save the notebooks (they are the repository's), no news
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps({
+        "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
+        "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                        "checkForUpdates": False}}))
+    cmd.append(f"--LabApp.app_settings_dir={settings}")
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -73,50 +81,33 @@ def lab(tmp_path_factory):
 class Lab(Browser):
     """A Browser on JupyterLab (its page has no ``.coe-tabs``)."""
 
-    def __init__(self, pw, url: str) -> None:  # noqa: D401 - same recording of other hosts
-        import tempfile
-
-        from helpers_browser import CHROMIUM, CHROMIUM_ARGS
-
-        self.external, self.errors = [], []
-        self._dir = tempfile.TemporaryDirectory(prefix="coe-chromium-")
-        self.context = pw.chromium.launch_persistent_context(
-            self._dir.name, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
-        origin = url.rstrip("/")
-
-        def route(r):
-            if r.request.url.startswith(origin) or r.request.url.startswith(("data:", "blob:")):
-                r.continue_()
-            else:
-                self.external.append(r.request.url)
-                r.abort()
-
-        self.context.route("**/*", route)
-        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
-        self.page.set_default_timeout(60_000)
-        self.origin = origin
+    def __init__(self, pw, url: str) -> None:
+        super().__init__(pw, url, open_app=False)
 
     def run_all(self, name: str, timeout_s: float = 900) -> None:
         page = self.page
-        page.goto(f"{self.origin}/lab/tree/{name}", wait_until="domcontentloaded", timeout=180_000)
-        page.locator(".jp-Notebook").first.wait_for(timeout=180_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=180_000)
-        page.locator(".jp-Notebook").first.click()
+        # ?reset: a fresh workspace, so the notebooks of earlier tests are not restored as tabs
+        page.goto(f"{self.origin}/lab/tree/{name}?reset", wait_until="domcontentloaded",
+                  timeout=180_000)
+        panel = page.locator(".jp-NotebookPanel:visible")
+        panel.locator(".jp-Notebook").first.wait_for(timeout=180_000)
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible")
+        idle.first.wait_for(timeout=180_000)
+        panel.locator(".jp-Notebook").first.click()
         page.keyboard.press("Escape")
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         deadline = time.time() + timeout_s
         page.wait_for_timeout(2000)
         while time.time() < deadline:
-            busy = page.locator(".jp-InputPrompt", has_text="[*]").count()
-            if busy == 0 and page.locator(
-                    ".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+            busy = panel.locator(".jp-InputPrompt", has_text="[*]").count()
+            if busy == 0 and idle.count():
                 break
             page.wait_for_timeout(1000)
         else:
             pytest.fail(f"{name}: cells still running after {timeout_s:.0f} s")
         page.wait_for_timeout(3000)  # widget and plotly views render after the kernel is idle
+        self.panel = panel
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -126,9 +117,9 @@ def test_notebook_renders_offline_in_jupyterlab(playwright, lab, name):
         b.run_all(name)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         b.page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
-        errors = b.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                                has_text="Traceback").count()
-        tracebacks = b.page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()
+        errors = b.panel.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                 has_text="Traceback").count()
+        tracebacks = b.panel.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()
         assert errors == 0 and tracebacks == 0, f"{name}: a cell raised"
         assert b.external == [], f"{name} reached for the internet: {sorted(set(b.external))}"
     finally:
