@@ -87,7 +87,7 @@ def trace_rows(trace: Any) -> list[tuple[str, str]]:
     total = get("total_s")
     if total:
         parts = sum(float(get(k) or 0) for k in ("switch_s", "embed_s", "route_s", "generate_s"))
-        rows.append(("total", _seconds(total) + f" (other: prompt encoding, streaming "
+        rows.append(("total", _seconds(total) + f" (other: chat rendering, prompt encoding, streaming "
                                                 f"{_seconds(max(0.0, float(total) - parts))})"))
     if get("turn_rule"):
         from workbench.conversation import RULES

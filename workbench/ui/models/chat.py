@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,11 +84,12 @@ class ChatModel(param.Parameterized):
 
     # -- driving -------------------------------------------------------------------------------
 
-    def send(self, text: str) -> Iterator[Any]:
+    def send(self, text: str, *, started: float | None = None) -> Iterator[Any]:
         """Stream an answer to ``text``: yields text chunks, then the final ``Answer``.
 
         The user message is added to :attr:`history` at once; the answer and its trace when the
-        stream ends.
+        stream ends. ``started`` (a ``time.perf_counter()`` value) is when the message arrived;
+        the trace's ``total_s`` is the whole reply from then (default: from this call).
 
         Raises
         ------
@@ -96,6 +98,7 @@ class ChatModel(param.Parameterized):
         """
         if not isinstance(text, str) or not text.strip():
             raise ChatError(f"a chat message must be non-empty text, got {text!r}; type a question")
+        started = time.perf_counter() if started is None else float(started)
         gen = {} if self.max_new_tokens is None else {"max_new_tokens": int(self.max_new_tokens)}
         with self._lock:
             self.history = [*self.history, {"role": "user", "content": text}]
@@ -118,6 +121,8 @@ class ChatModel(param.Parameterized):
                     answer = item
                     if rule and hasattr(item.trace, "turn_rule"):
                         item.trace.turn_rule = rule
+                    if hasattr(item.trace, "total_s"):  # the reply as the chat saw it
+                        item.trace.total_s = max(item.trace.total_s, time.perf_counter() - started)
                     yield item
                 else:
                     raise ChatError(f"CoE.stream yielded {type(item).__name__}; expected text chunks "

@@ -71,9 +71,16 @@ class ChatPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.model = model
         self.tokens = pn.widgets.IntSlider.from_param(
-            model.param.max_new_tokens, name="max new tokens", start=8, end=512, step=8,
+            model.param.max_new_tokens, name="max new tokens", start=8, end=1024, step=8,
             value=model.max_new_tokens or 64)
+        # when a message reaches the server, before ChatInterface renders it and calls back: the
+        # trace's total starts there, so it matches the reply time the user sees. The input is
+        # made here so this watcher runs before the interface's own (registration order).
+        self._received: float | None = None
+        box = pn.chat.ChatAreaInput(placeholder="Send a message")
+        box.param.watch(self._on_received, "value")
         self.interface = pn.chat.ChatInterface(
+            widgets=[box],
             callback=self._respond,
             callback_user="CoE",
             user="You",
@@ -89,6 +96,7 @@ class ChatPanel(pn.viewable.Viewer):
         )
         self._replay_history()
         self.interface.param.watch(self._on_clear, "objects")
+
         help_text = pn.pane.Markdown(
             "Ask anything: the prompt is embedded, the router picks a category, the map picks an "
             "expert and the pool switches it in. The card under each answer is its trace.",
@@ -135,12 +143,17 @@ class ChatPanel(pn.viewable.Viewer):
             text = html.unescape(text[len(prefix):-len(suffix)])
         return text
 
+    def _on_received(self, event: Any) -> None:
+        if event.new:
+            self._received = time.perf_counter()
+
     async def _respond(self, contents: Any, user: str, instance: Any):
+        started, self._received = self._received or time.perf_counter(), None
         text = self._raw_text(contents, instance)
         column = self._answer_view()
         answer_pane, card = column.objects
         try:
-            stream = self.model.send(text)
+            stream = self.model.send(text, started=started)
         except ChatError as exc:
             answer_pane.object = text_html(str(exc), css_class="coe-text coe-error")
             yield column
@@ -160,7 +173,9 @@ class ChatPanel(pn.viewable.Viewer):
             if isinstance(item, str):
                 parts.append(item)
                 now = time.monotonic()
-                if now - last > 0.05:  # throttle websocket updates
+                # throttle websocket updates: every update re-sends the whole answer, and a
+                # browser that falls behind shows the end of the reply late
+                if now - last > 0.1:
                     answer_pane.object = text_html("".join(parts))
                     last = now
                     yield column
