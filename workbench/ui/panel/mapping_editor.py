@@ -41,6 +41,14 @@ def _format_metrics(model: MappingEditorModel) -> str:
     return f"{parts}\n\n<small>{html.escape(model.metrics_note())}</small>"
 
 
+def _display_table(table: Any) -> Any:
+    """The table as shown: a row without a score (the fallback, unweighted) shows an empty cell,
+    not "NaN"."""
+    table = table.copy()
+    table["score"] = table["score"].astype(object).where(table["score"].notna(), None)
+    return table
+
+
 class MappingEditorPanel(pn.viewable.Viewer):
     """Panel view of a :class:`MappingEditorModel`.
 
@@ -55,7 +63,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.model = model
         self._table = pn.widgets.Tabulator(
-            model.table(), show_index=False, sizing_mode="stretch_width",
+            _display_table(model.table()), show_index=False, sizing_mode="stretch_width",
             # every row visible (12 categories + fallback in the demo); long maps page
             pagination="local" if len(model.categories) > _ROWS_PER_PAGE else None,
             page_size=_ROWS_PER_PAGE,
@@ -175,7 +183,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
 
     def _refresh(self, *_: Any) -> None:
         m = self.model
-        self._table.value = m.table()
+        self._table.value = _display_table(m.table())
         self._metrics.object = _format_metrics(m)
         self._plot.object = m.figure()
         self._undo.disabled = not m.can_undo
