@@ -245,7 +245,7 @@ def test_figures(reg):
     fig = frontier_figure(points, baselines={k: (v.average_active_params_b, v.expected_score) for k, v in base.items()},
                           current=(current.average_active_params_b, current.expected_score))
     names = [t.name for t in fig.data]
-    assert names == ["optimal maps (frontier)", "single experts", "current map"]
+    assert names == ["optimal maps (frontier)", "single experts (hover for names)", "current map"]
     assert list(fig.data[0].x) == sorted(p.average_active_params_b for p in points)
     assert list(fig.data[1].text) == list(base)
     assert fig.data[2].x[0] == pytest.approx(current.average_active_params_b)

@@ -35,105 +35,12 @@ from typing import Any
 from workbench.errors import UsageError, WorkbenchError
 
 TITLE = "CoE Workbench"
-EXTENSIONS = ("tabulator", "plotly")
 
-_STATIC_URL = "coe-static"
+from workbench.ui.offline import (  # noqa: F401  (offline_extension: notebooks import it from here)
+    STATIC_URL, EXTENSIONS, OFFLINE_JS, in_served_session, offline_js_file, offline_extension)
 # the demo bundle, built once per process (a memo like functools.cache; tests pass their own)
 _bundle_lock = threading.Lock()
 _default_bundle: Any = None
-
-
-#: Bokeh's TablerIcon view imports its icon font stylesheet from cdn.jsdelivr.net (hard-coded in
-#: bokeh.js). This snippet, inlined into the page after Bokeh loads, points it at an empty data:
-#: URL so no icon ever reaches for the network; the app's own buttons use inline SVG icons.
-OFFLINE_JS = """\
-(function () {
-  // Tabler icons: Panel's icon views fetch a webfont stylesheet from jsdelivr; the workbench
-  // draws its icons as inline SVG, so the stylesheet is replaced by an empty one.
-  // Panel's own stylesheets: in a notebook the models Panel sends after the first render keep
-  // their cdn.holoviz.org URLs; they are rewritten to the copy Panel's Jupyter server extension
-  // serves at <base_url>panel_dist/ (same host), so nothing is fetched from the internet.
-  var CDN = /^https?:\\/\\/cdn\\.holoviz\\.org\\/panel\\/[^\\/]+\\/dist\\//;
-  function baseUrl() {
-    try {
-      var el = document.getElementById("jupyter-config-data");
-      if (el) { return JSON.parse(el.textContent).baseUrl || "/"; }
-    } catch (e) {}
-    return (document.body && document.body.dataset && document.body.dataset.baseUrl) || null;
-  }
-  function patch() {
-    try {
-      var models = window.Bokeh && Bokeh.Models;
-      if (!models) { return false; }
-      var icon = models.get("TablerIcon");
-      if (icon && icon.prototype.default_view) { icon.prototype.default_view._url = "data:text/css,"; }
-      var sheet = models.get("ImportedStyleSheet");
-      var base = baseUrl();
-      if (sheet && base !== null && !sheet.prototype.__coe_offline) {
-        var underlying = sheet.prototype.underlying;
-        sheet.prototype.underlying = function () {
-          var url = this.url;
-          if (CDN.test(url)) {
-            this.setv({url: base.replace(/\\/?$/, "/") + "panel_dist/" + url.replace(CDN, "").split("?")[0]},
-                      {silent: true});
-          }
-          return underlying.call(this);
-        };
-        sheet.prototype.__coe_offline = true;
-      }
-      return Boolean(icon);
-    } catch (e) { return false; }
-  }
-  if (!patch()) {  // Bokeh may still be loading: retry for a while
-    var tries = 0, timer = setInterval(function () {
-      if (patch() || ++tries > 600) { clearInterval(timer); }
-    }, 50);
-  }
-})();
-"""
-
-
-def _offline_js_file() -> str:
-    from workbench._paths import atomic_write_text, cache_dir
-
-    path = cache_dir("app") / "coe_offline.js"
-    if not path.exists() or path.read_text(encoding="utf-8") != OFFLINE_JS:
-        atomic_write_text(path, OFFLINE_JS)
-    return str(path)
-
-
-def _in_served_session() -> bool:
-    import panel as pn
-
-    doc = pn.state.curdoc
-    return doc is not None and doc.session_context is not None
-
-
-def offline_extension(*, served: bool | None = None) -> None:
-    """Load Panel's extensions with inline resources: no CDN, nothing fetched from the internet.
-
-    Call it instead of ``pn.extension(...)`` in a notebook that shows the workbench's Panel views.
-    Served apps (``served=True``, or called inside a server session) get the icon patch of
-    :data:`OFFLINE_JS` as a same-origin static file; in a notebook the patch is sent as a
-    JavaScript output (a file path there would be fetched relative to the notebook's URL and break
-    Panel's loader).
-    """
-    import panel as pn
-
-    if served is None:
-        served = _in_served_session()
-    pn.config.inline = True
-    if served:
-        pn.config.js_files = {**pn.config.js_files, "coe_offline": _STATIC_URL + "/coe_offline.js"}
-    pn.extension(*EXTENSIONS, inline=True)
-    if not served:
-        try:
-            from IPython import get_ipython
-            from IPython.display import Javascript, display
-        except ImportError:  # plain Python: nothing to patch
-            return
-        if get_ipython() is not None:
-            display(Javascript(OFFLINE_JS))
 
 
 def default_bundle(*, progress: bool = True) -> Any:
@@ -402,7 +309,7 @@ def create_app(bundle: Any = None, *, tabs: tuple[str, ...] | None = None, share
                 holders[name].objects = [built[name]]
             return built[name]
 
-    if _in_served_session():
+    if in_served_session():
         pn.state.on_session_destroyed(_session_closed)  # give the session's memory back
     panels = pn.Tabs(*[(name, holders[name]) for name in names], dynamic=False,
                      sizing_mode="stretch_width", css_classes=["coe-tabs"])
@@ -598,7 +505,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
 
     from workbench.ui.models.mapping_editor import AUTOSAVE_MAX_AGE_S, clean_autosaves
 
-    static_dir = str(Path(_offline_js_file()).parent)
+    static_dir = str(Path(offline_js_file()).parent)
     offline_extension(served=True)
     if bundle is None:
         bundle = default_bundle()
@@ -607,7 +514,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, bund
 
         files = FileBox(files)
     clean_autosaves(AUTOSAVE_MAX_AGE_S if autosave_max_age_s is None else autosave_max_age_s)
-    static_dirs = {**kwargs.pop("static_dirs", {}), _STATIC_URL: static_dir}
+    static_dirs = {**kwargs.pop("static_dirs", {}), STATIC_URL: static_dir}
     hosts = _served_hosts(address, allow_hosts)
     origins = kwargs.pop("websocket_origin", None) or (
         ["*"] if "*" in hosts else [f"{h}:{port}" for h in hosts if ":" not in h])  # Bokeh: no IPv6

@@ -12,10 +12,10 @@ import numpy as np
 
 from workbench.constants import FALLBACK_CATEGORY
 from workbench.errors import MappingError, RegistryError, ScoresError
-from workbench.registry import ModelRegistry
+from workbench.registry import ModelRegistry, format_params
 from workbench.safeio import short, short_list
 
-__all__ = ["REL_TOL", "VALUE_TOL", "Problem", "means_and_weights", "prepare_problem"]
+__all__ = ["REL_TOL", "VALUE_TOL", "Problem", "check_budget", "means_and_weights", "prepare_problem"]
 
 REL_TOL = 1e-9  # budgets / resident limits: relative tolerance
 VALUE_TOL = 1e-12  # a partial map must beat a cheaper one by more than this to be kept
@@ -249,3 +249,18 @@ def _raise_nan(df, context):
         f"{df.columns[j]!r} on category {df.index[r]!r}; fill them or drop that expert's column"
     )
 
+
+def check_budget(budget_b: object) -> float:
+    """``budget_b`` as a float, or a :class:`MappingError` saying why it is refused (never
+    silently replaced): a budget must be a positive, finite number of billions of parameters."""
+    try:
+        value = float(budget_b)
+    except (TypeError, ValueError):
+        raise MappingError(f"budget {short(budget_b)} is not a number; type a positive budget on "
+                           "average active parameters") from None
+    if not math.isfinite(value) or value <= 0:
+        raise MappingError(f"budget {format_params(value) if math.isfinite(value) else value} "
+                           "refused: a budget on average active parameters must be positive; "
+                           "type a value above 0 (the cheapest expert's size is the smallest "
+                           "feasible one)")
+    return value

@@ -39,6 +39,7 @@ import param
 
 from workbench.errors import MappingError, WorkbenchError
 from workbench.registry import format_params  # noqa: F401  (re-exported: the unit that fits)
+from workbench.mapping.problem import check_budget
 from workbench.safeio import FileBox, short, short_list
 
 __all__ = ["MappingEditorModel", "format_params",
@@ -108,24 +109,6 @@ def _edits(action: Any) -> list[Any]:
     from workbench.mapping import EditGroup
 
     return list(action) if isinstance(action, EditGroup) else [action]
-
-
-def check_budget(budget_b: Any) -> float:
-    """``budget_b`` as a float, or a :class:`MappingError` saying why it is refused (never
-    silently replaced): a budget must be a positive, finite number of billions of parameters."""
-    import math
-
-    try:
-        value = float(budget_b)
-    except (TypeError, ValueError):
-        raise MappingError(f"budget {short(budget_b)} is not a number; type a positive budget on "
-                           "average active parameters") from None
-    if not math.isfinite(value) or value <= 0:
-        raise MappingError(f"budget {format_params(value) if math.isfinite(value) else value} "
-                           "refused: a budget on average active parameters must be positive; "
-                           "type a value above 0 (the cheapest expert's size is the smallest "
-                           "feasible one)")
-    return value
 
 
 class MappingEditorModel(param.Parameterized):

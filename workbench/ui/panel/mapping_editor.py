@@ -11,7 +11,8 @@ from typing import Any
 import panel as pn
 
 from workbench.errors import MappingError, WorkbenchError
-from workbench.ui.models.mapping_editor import CSS, MappingEditorModel, check_budget
+from workbench.mapping.problem import check_budget
+from workbench.ui.models.mapping_editor import CSS, MappingEditorModel
 
 __all__ = ["MappingEditorPanel"]
 
