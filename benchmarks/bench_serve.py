@@ -119,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-client", type=int, default=3, help="requests per concurrent client")
     parser.add_argument("--max-concurrent", type=int, default=2, help="the server's generation slots")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
+                        help="ray: the same workload on the in-process server and on Ray Serve")
+    parser.add_argument("--switches", type=int, default=6, help="--backend ray: expert switches timed")
     args = parser.parse_args(argv)
+    if args.backend == "ray":
+        return main_ray(args)
 
     import openai
     import torch
@@ -217,6 +222,159 @@ def main(argv: list[str] | None = None) -> int:
             concurrent_vs_in_process=round(conc[0]["tokens_per_s"] / conc[1]["tokens_per_s"], 4),
             errors=err_api, identical_texts=same, threads=torch.get_num_threads())
     pool.close()
+    return 0
+
+
+PLAIN_LOADER: list = []  # the plain-from_pretrained deployment, built once
+
+
+def plain_deployment():
+    """Ray's multiplexed loader doing what a user without the workbench would: from_pretrained."""
+    if PLAIN_LOADER:
+        return PLAIN_LOADER[0]
+    from ray import serve
+
+    @serve.deployment(name="PlainExperts")
+    class PlainExperts:
+        def __init__(self, paths: dict) -> None:
+            self.paths = paths
+            self.load_s: list[float] = []
+
+        @serve.multiplexed(max_num_models_per_replica=1)
+        async def model(self, name: str):
+            import asyncio
+
+            def load():
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                s = time.perf_counter()
+                model = AutoModelForCausalLM.from_pretrained(self.paths[name]["model"])
+                if self.paths[name].get("adapter"):
+                    from peft import PeftModel
+
+                    model = PeftModel.from_pretrained(model, self.paths[name]["adapter"])
+                AutoTokenizer.from_pretrained(self.paths[name]["model"])
+                self.load_s.append(time.perf_counter() - s)
+                return model
+
+            return await asyncio.to_thread(load)
+
+        async def __call__(self, _=None):
+            await self.model(serve.get_multiplexed_model_id())
+            return self.load_s[-1] if self.load_s else 0.0
+
+    PLAIN_LOADER.append(PlainExperts)
+    return PlainExperts
+
+
+def main_ray(args) -> int:
+    """``--backend ray``: the sequential workload through the in-process API and through Ray Serve
+    (1 expert replica, K=1), then expert switch latency inside a replica: the workbench's pool
+    behind ``@serve.multiplexed`` vs a plain ``from_pretrained`` in Ray's multiplexed loader."""
+    import shutil
+    import socket
+    import tempfile
+
+    import openai
+    import ray
+    import torch
+    from ray import serve
+
+    from workbench.demo import build_demo_bundle
+    from workbench.placement import resolve_model_path
+    from workbench.serve.api import create_api, start_in_thread
+    from workbench.serve.ray_backend import APP_NAME, EXPERTS, start_ray_app
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    demo = build_demo_bundle(kind="tiny" if args.tiny else "real", progress=False, gpu_memory=None)
+    coe, pool, n = demo.coe, demo.pool, args.new_tokens
+    work = Path(tempfile.mkdtemp(prefix="rayb", dir="/tmp"))  # short: Ray's socket paths
+    bundle = coe.save(work / "bundle")
+    os.environ.update(HOME=str(work / "home"), RAY_TMPDIR=str(work / "ray"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url_local, stop = start_in_thread(create_api(coe, max_concurrent=args.max_concurrent))
+    errors = 0
+    try:
+        url_ray = start_ray_app(bundle, port=port, num_cpus=2, temp_dir=str(work / "ray"), replicas=1,
+                                experts_per_replica=1, expert_cpus=0.5, ingress_cpus=0.25,
+                                max_concurrent=args.max_concurrent)
+        local = openai.OpenAI(base_url=f"{url_local}/v1", api_key="b", max_retries=0, timeout=600)
+        remote = openai.OpenAI(base_url=f"{url_ray}/v1", api_key="b", max_retries=0, timeout=600)
+        print(f"# bench_serve --backend ray: {demo.kind} demo, {len(pool.names)} experts, {n} new tokens, "
+              f"greedy; in-process API {url_local}, Ray Serve {url_ray} (1 expert replica, K=1); "
+              f"ready in {time.perf_counter() - t0:.1f}s")
+        for prompt in PROMPTS:  # warm both
+            api_call(local, prompt, 2)
+            api_call(remote, prompt, 2)
+        rows, ratios, served_ratios, same = [], [], [], 0
+        for i, prompt in enumerate(PROMPTS):
+            api_call(local, prompt, 1)
+            api_call(remote, prompt, 1)  # the expert is switched in on both sides, untimed
+            result = {}
+            for side in (("local", "ray") if i % 2 == 0 else ("ray", "local")):
+                try:
+                    result[side] = api_call(local if side == "local" else remote, prompt, n)
+                except Exception as exc:  # noqa: BLE001 - counted and shown
+                    errors += 1
+                    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if len(result) < 2:
+                continue
+            (t_l, text_l, _, _), (t_r, text_r, tok_r, served_r) = result["local"], result["ray"]
+            same += text_l == text_r
+            ratios.append(t_r / t_l - 1)
+            served_ratios.append((t_r - served_r) / served_r)
+            rows.append({"prompt": prompt[:34], "tokens": tok_r, "inprocess_s": t_l, "ray_s": t_r,
+                         "ray_served_s": served_r, "ray_minus_inprocess_ms": (t_r - t_l) * 1e3})
+        table(rows, "## sequential, per request: the in-process API vs the Ray Serve backend (openai client)")
+
+        # expert switches inside a replica (K=1: every other request loads an expert)
+        handle = serve.get_deployment_handle(EXPERTS, app_name=APP_NAME)
+        before = len(handle.status.remote().result()["load_seconds"])
+        experts = list(pool.names)[:2]
+        for j in range(args.switches):
+            try:
+                remote.chat.completions.create(model=experts[j % 2], max_tokens=1,
+                                               messages=[{"role": "user", "content": PROMPTS[0]}])
+            except Exception as exc:  # noqa: BLE001
+                errors += 1
+                print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        pool_loads = handle.status.remote().result()["load_seconds"][before:]
+        paths = {name: {"model": str(resolve_model_path(spec.model, expert=name)),
+                        "adapter": str(spec.adapter) if spec.adapter else None}
+                 for name, spec in pool.specs.items()}
+        plain = plain_deployment().options(ray_actor_options={"num_cpus": 0.25}).bind(paths)
+        plain_handle = serve.run(plain, name="plain", route_prefix="/plain")
+        plain_handle.options(multiplexed_model_id=experts[0]).remote().result()  # warm the imports
+        plain_loads = [plain_handle.options(multiplexed_model_id=experts[(j + 1) % 2]).remote().result()
+                       for j in range(args.switches)]
+        switch_pool, switch_plain = statistics.median(pool_loads) * 1e3, statistics.median(plain_loads) * 1e3
+        table([{"loader": "workbench ExpertPool in @serve.multiplexed", "switches": len(pool_loads),
+                "median_ms": switch_pool},
+               {"loader": "plain from_pretrained in @serve.multiplexed", "switches": len(plain_loads),
+                "median_ms": switch_plain}], "## expert switch inside a replica (K=1)")
+        ratio = statistics.median(ratios)
+        print(f"\nRay / in-process API wall time - 1: median {ratio * 100:.1f}%; Ray client time over the "
+              f"CoE's own time: median {statistics.median(served_ratios) * 100:.1f}%; identical texts "
+              f"{same}/{len(rows)}; switch: pool {switch_pool:.0f} ms, plain {switch_plain:.0f} ms")
+        final = dict(demo=demo.kind, new_tokens=n, requests=len(rows),
+                ray_overhead_ratio=round(ratio, 4),
+                ray_served_overhead_ratio=round(statistics.median(served_ratios), 4),
+                ray_minus_inprocess_ms=round(statistics.median(r["ray_minus_inprocess_ms"] for r in rows), 1),
+                switch_ms_pool=round(switch_pool, 1), switch_ms_plain=round(switch_plain, 1),
+                switch_ratio=round(switch_pool / switch_plain, 4) if switch_plain else None,
+                identical_texts=same, errors=errors, replicas=1, experts_per_replica=1)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            stop()
+            pool.close()
+            shutil.rmtree(work, ignore_errors=True)
+    summary("bench_serve_ray", **final)  # after Ray's shutdown messages: the last line of stdout
     return 0
 
 

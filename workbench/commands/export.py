@@ -14,8 +14,13 @@ By default the offline demo CoE is exported (built on first use; --tiny for the 
 --from re-exports an existing bundle, e.g. with --copy-experts, which copies every expert's
 checkpoint and adapter into the folder so it can be moved to another machine.
 
+--ray-config FILE also writes a Ray Serve config (YAML) for the bundle: `serve run FILE` on one
+machine, `serve deploy FILE` to a cluster, or its applications in a KubeRay RayService's
+serveConfigV2 (see the README). --replicas / --experts-per-replica set its expert replicas.
+
 example:
   coe-workbench export my-coe
+  coe-workbench export my-coe --tiny --ray-config my-coe-serve.yaml --replicas 2
   coe-workbench export my-coe --tiny
   coe-workbench export portable-coe --from my-coe --copy-experts
 """
@@ -29,6 +34,12 @@ def register(parser) -> None:
                         help="re-export this bundle folder instead of the demo")
     parser.add_argument("--copy-experts", action="store_true",
                         help="copy the experts' checkpoints and adapters into the bundle")
+    parser.add_argument("--ray-config", metavar="FILE", default=None,
+                        help="also write a Ray Serve config (serve run / serve deploy YAML) for it")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="with --ray-config: expert replicas (default 1)")
+    parser.add_argument("--experts-per-replica", type=int, default=None, metavar="K",
+                        help="with --ray-config: experts loaded at once per replica (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress output while building")
     add_demo_arguments(parser)
 
@@ -58,4 +69,10 @@ def run(args) -> int:
           f"{len(manifest['experts'])} experts ({experts}), "
           f"{len(manifest['router'].get('categories', []))} categories")
     print(f"serve it with: coe-workbench serve-api {folder}")
+    if getattr(args, "ray_config", None):
+        from workbench.serve.ray_backend import write_ray_config
+
+        path = write_ray_config(folder, args.ray_config, replicas=args.replicas,
+                                experts_per_replica=args.experts_per_replica)
+        print(f"wrote the Ray Serve config {path}: serve run {path} (or serve deploy {path})")
     return 0

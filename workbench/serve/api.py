@@ -91,7 +91,7 @@ def _model_cards(coe: Any, created: int) -> list[dict]:
 
 def create_api(coe: Any, *, api_key: str | None = None, max_concurrent: int = 2, max_queue: int = 64,
                switch_confidence: float | None = None, max_tokens_limit: int = 4096,
-               memory_size: int = 10_000):
+               memory_size: int = 10_000, engine: ServeEngine | None = None):
     """The FastAPI app serving ``coe`` over OpenAI's chat-completions API.
 
     Parameters
@@ -110,6 +110,10 @@ def create_api(coe: Any, *, api_key: str | None = None, max_concurrent: int = 2,
         The largest ``max_tokens`` accepted.
     memory_size : int
         Answered turns remembered for conversation-aware routing.
+    engine : ServeEngine, optional
+        Serve through this engine (built over ``coe``) instead of a new one: the Ray Serve backend
+        passes its own (:mod:`workbench.serve.ray_backend`); the other engine settings are then
+        the engine's.
 
     Returns
     -------
@@ -126,8 +130,9 @@ def create_api(coe: Any, *, api_key: str | None = None, max_concurrent: int = 2,
         raise UsageError(f"max_concurrent must be at least 1, got {max_concurrent}")
     if int(max_queue) < 0:
         raise UsageError(f"max_queue must be 0 or more, got {max_queue}")
-    engine = ServeEngine(coe, switch_confidence=switch_confidence, memory_size=memory_size,
-                         max_tokens_limit=max_tokens_limit)
+    if engine is None:
+        engine = ServeEngine(coe, switch_confidence=switch_confidence, memory_size=memory_size,
+                             max_tokens_limit=max_tokens_limit)
     metrics = engine.metrics
     slots = _Slots(int(max_concurrent), int(max_queue), metrics)
     workers = ThreadPoolExecutor(max_workers=int(max_concurrent) + 2, thread_name_prefix="coe-api")

@@ -33,7 +33,7 @@ from typing import Any
 from workbench.errors import BundleError, WorkbenchError
 from workbench.safeio import short, short_list
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "load_coe", "read_manifest", "save_coe"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "load_coe", "load_pool", "read_manifest", "save_coe"]
 
 BUNDLE_FORMAT = "coe-workbench/coe-bundle"
 #: The manifest version this workbench writes and the newest it reads.
@@ -298,6 +298,33 @@ def _pool_budget(value: Any, override: Any, what: str) -> Any:
     return value if value else None if what == "gpu_memory" else value
 
 
+def _pool(manifest: dict, specs: list, gpu_memory: Any, cpu_memory: Any, offload_dir: Any):
+    from workbench.experts import ExpertPool
+
+    budgets = manifest["pool"]
+    return ExpertPool(specs, gpu_memory=_pool_budget(budgets.get("gpu_memory"), gpu_memory, "gpu_memory"),
+                      cpu_memory=_pool_budget(budgets.get("cpu_memory") or "4GiB", cpu_memory, "cpu_memory"),
+                      offload_dir=offload_dir, prefetch=bool(budgets.get("prefetch", True)),
+                      wait_for_room=float(budgets.get("wait_for_room", 30.0)))
+
+
+def load_pool(folder: str | os.PathLike, *, gpu_memory: int | str | None = None,
+              cpu_memory: int | str | None = None, offload_dir: str | os.PathLike | None = None):
+    """Only the :class:`~workbench.experts.ExpertPool` of a bundle (its specs and budgets), validated.
+
+    What a Ray Serve expert replica holds (:mod:`workbench.serve.ray_backend`): the experts without
+    the embedder, router and map. Budgets as in :func:`load_coe`.
+
+    Raises
+    ------
+    BundleError
+        Not a bundle, a changed file, a bad or missing expert.
+    """
+    root = Path(folder).expanduser().resolve()
+    manifest = read_manifest(root)
+    return _pool(manifest, _specs(manifest, root), gpu_memory, cpu_memory, offload_dir)
+
+
 def load_coe(folder: str | os.PathLike, *, check_fingerprint: bool = True,
              gpu_memory: int | str | None = None, cpu_memory: int | str | None = None,
              offload_dir: str | os.PathLike | None = None, embedder: Any = None,
@@ -331,7 +358,6 @@ def load_coe(folder: str | os.PathLike, *, check_fingerprint: bool = True,
     """
     from workbench.coe import CoE
     from workbench.errors import MappingError, RouterError
-    from workbench.experts import ExpertPool
     from workbench.mapping import CategoryExpertMap
     from workbench.router import CategoryRouter
 
@@ -375,11 +401,7 @@ def load_coe(folder: str | os.PathLike, *, check_fingerprint: bool = True,
     if dim is not None and int(dim) != int(router.n_features_in_):
         raise BundleError(f"bundle {root}: the embedder makes {dim}-d vectors but the router "
                           f"expects {router.n_features_in_}-d ones; re-export the bundle")
-    budgets = manifest["pool"]
-    pool = ExpertPool(specs, gpu_memory=_pool_budget(budgets.get("gpu_memory"), gpu_memory, "gpu_memory"),
-                      cpu_memory=_pool_budget(budgets.get("cpu_memory") or "4GiB", cpu_memory, "cpu_memory"),
-                      offload_dir=offload_dir, prefetch=bool(budgets.get("prefetch", True)),
-                      wait_for_room=float(budgets.get("wait_for_room", 30.0)))
+    pool = _pool(manifest, specs, gpu_memory, cpu_memory, offload_dir)
     try:
         return CoE(embedder, router, mapping, pool, on_error=on_error or settings.get("on_error", "fallback"),
                    fallback_expert=fallback, prefetch_next=bool(settings.get("prefetch_next", True)))

@@ -20,7 +20,7 @@ from workbench.conversation import RULES, ConversationMemory, ConversationRouter
 from workbench.serve.metrics import Metrics
 from workbench.serve.protocol import COE_MODEL, ChatRequest
 
-__all__ = ["ExpertInfo", "Plan", "Result", "ServeEngine", "StopFilter"]
+__all__ = ["ExpertInfo", "Plan", "Result", "ServeEngine", "StopFilter", "halt_criteria"]
 
 #: Default generation length when neither the request nor the expert's spec says.
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -93,7 +93,7 @@ class StopFilter:
 _HALT_CLASS: list = []  # the StoppingCriteria subclass, built once on first use (imports transformers)
 
 
-def _halt_criteria(*events: threading.Event):
+def halt_criteria(*events: threading.Event):
     """A ``StoppingCriteriaList`` that ends generation as soon as one of ``events`` is set."""
     if not _HALT_CLASS:
         import torch
@@ -244,7 +244,7 @@ class ServeEngine:
         """
         request, decision = plan.request, plan.decision
         halt = threading.Event()  # a stop sequence was seen
-        gen = dict(plan.gen, stopping_criteria=_halt_criteria(halt, cancel))
+        gen = dict(plan.gen, stopping_criteria=halt_criteria(halt, cancel))
         t0 = time.perf_counter()
         stops = StopFilter(request.stop)
         try:
@@ -266,9 +266,11 @@ class ServeEngine:
                      map_expert=decision.routed_expert, previous_expert=decision.previous_expert,
                      switch_confidence=decision.threshold, finish_reason=finish)
         self.metrics.answer(trace, rule=decision.rule, cancelled=cancelled)
-        if not text and trace.get("error") and not cancelled:
+        if trace.get("error") and not cancelled and (not text or not trace.get("used_fallback_expert")):
+            # nothing answered, or the answer broke off and no fallback expert took over
             self.metrics.error("expert_failed")
-            raise RequestError(f"no expert could answer: {trace['error']}", status=502,
+            what = "the expert failed mid-answer" if text else "no expert could answer"
+            raise RequestError(f"{what}: {trace['error']}", status=502,
                                type="server_error", code="expert_failed")
         usage = self._usage(plan, trace, text, stops.stopped)
         result = Result(text, finish, trace, usage, cancelled)
