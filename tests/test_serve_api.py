@@ -144,9 +144,12 @@ def test_stop_sequences_cut_the_answer(served):
 
 
 def test_sampling_settings_are_accepted(served):
-    out = served.client.chat.completions.create(model="coe", messages=user(MATH), max_tokens=4,
-                                                temperature=0.8, top_p=0.9, seed=1)
+    def ask():
+        return served.client.chat.completions.create(model="coe", messages=user(MATH), max_tokens=4,
+                                                     temperature=0.8, top_p=0.9, seed=3)
+    out = ask()
     assert out.choices[0].message.content and out.usage.completion_tokens <= 4
+    assert ask().choices[0].message.content == out.choices[0].message.content  # seeded
 
 
 # -------------------------------------------------------------------------- conversation routing

@@ -147,8 +147,11 @@ class Generating:
 
         inputs = self._encode(loaded, prompt)
         kwargs = self._gen_kwargs(loaded, max_new_tokens, gen)
+        seed = kwargs.pop("seed", None)
         t0 = time.perf_counter()
         try:
+            if seed is not None:  # sampling reproducible for a request that runs alone
+                torch.manual_seed(int(seed))
             with torch.inference_mode():
                 out = loaded.model.generate(**inputs, streamer=streamer, **kwargs)
         except Exception as exc:

@@ -40,6 +40,7 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
+    seed: int | None = None
 
     @property
     def forced_expert(self) -> str | None:
@@ -60,6 +61,8 @@ class ChatRequest:
                 gen["do_sample"] = False
         elif self.top_p is not None and self.top_p < 1:
             gen.update(do_sample=True, top_p=self.top_p)
+        if self.seed is not None and gen.get("do_sample"):
+            gen["seed"] = self.seed
         return gen
 
 
@@ -192,7 +195,10 @@ def parse_chat_request(raw: bytes | str, models: list[str], *, max_tokens_limit:
     if not isinstance(options, dict):
         raise RequestError(f"'stream_options' must be an object, got {short(options)}",
                            param="stream_options")
-    return ChatRequest(model=model, messages=messages, stream=bool(stream),
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError(f"'seed' must be an integer, got {short(seed)}", param="seed")
+    return ChatRequest(model=model, messages=messages, stream=bool(stream), seed=seed,
                        include_usage=bool(options.get("include_usage", False)),
                        max_tokens=max_tokens,
                        temperature=_number(body, "temperature", 0.0, 2.0),
