@@ -117,6 +117,11 @@ def test_notebook_renders_offline_in_jupyterlab(playwright, lab, name):
         b.run_all(name)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         b.page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
+        views = b.panel.locator(".jp-OutputArea-output .widget-vbox, .jp-OutputArea-output .bk-Column")
+        for i in range(min(3, views.count())):  # each widget / Panel view, for reading
+            view = views.nth(i)
+            view.scroll_into_view_if_needed()
+            view.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-view{i}.png"))
         errors = b.panel.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                                  has_text="Traceback").count()
         tracebacks = b.panel.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()

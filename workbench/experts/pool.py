@@ -24,7 +24,7 @@ from workbench.experts.lora import LoraSwitching
 from workbench.experts.plan import SwitchRequest, plan_switch
 from workbench.experts.records import LoadedExpert, PoolEvent
 from workbench.experts.residency import Residency
-from workbench.experts.spec import ExpertSpec
+from workbench.experts.spec import ExpertSpec, SpecNames
 from workbench.placement import (
     Checkpoint,
     Placement,
@@ -45,7 +45,7 @@ from workbench.placement import (
 )
 
 
-class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
+class ExpertPool(SpecNames, Residency, Evicting, LoraSwitching, Generating):
     """Serve many experts within per-tier budgets (GPU bytes, CPU bytes, a disk offload folder).
 
     Parameters
@@ -137,16 +137,6 @@ class ExpertPool(Residency, Evicting, LoraSwitching, Generating):
                     "use gpu_memory=None (or 'auto') on a CPU-only machine"
                 )
         return budget
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.specs)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.specs
-
-    def __len__(self) -> int:
-        return len(self.specs)
 
     def __repr__(self) -> str:
         return (

@@ -12,7 +12,7 @@ from workbench.placement import (
 )
 from workbench.safeio import read_yaml_file, short
 
-__all__ = ["ExpertSpec", "TrustRemoteCodeWarning", "specs_from_file"]
+__all__ = ["ExpertSpec", "SpecNames", "TrustRemoteCodeWarning", "specs_from_file"]
 
 
 @dataclass
@@ -156,3 +156,21 @@ def specs_from_file(path: str | Path) -> list[ExpertSpec]:
                 "or trust; remove the line otherwise.",
                 TrustRemoteCodeWarning, stacklevel=2)
     return specs
+
+
+class SpecNames:
+    """``names``, ``in`` and ``len`` over ``self.specs`` (name -> ExpertSpec): what the CoE and the
+    API ask of a pool, shared by :class:`~workbench.experts.ExpertPool` and the Ray ingress's
+    remote pool."""
+
+    specs: dict
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.specs
+
+    def __len__(self) -> int:
+        return len(self.specs)

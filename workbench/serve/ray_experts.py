@@ -26,6 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from workbench.errors import ExpertError
+from workbench.experts.spec import SpecNames
 
 __all__ = ["ExpertHandle", "ExpertReplica", "RemotePool", "RemoteStream", "clean_gen"]
 
@@ -273,7 +274,7 @@ class RemoteStream:
                           "a result; see the replica's log")
 
 
-class RemotePool:
+class RemotePool(SpecNames):
     """An ExpertPool look-alike whose experts answer on the Ray Serve expert deployment.
 
     Parameters
@@ -292,16 +293,6 @@ class RemotePool:
         self.timeout_s = float(timeout_s)
         self._local = threading.local()
         self._tiers: dict[str, str] = {}
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.specs)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.specs
-
-    def __len__(self) -> int:
-        return len(self.specs)
 
     # -- what the ingress engine reads ---------------------------------------------------------
     def begin(self) -> None:
