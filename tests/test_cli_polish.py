@@ -94,3 +94,20 @@ def test_progress_in_a_log_is_periodic_plain_lines(capsys):
     off.update(5)
     off.close()
     assert capsys.readouterr().err == ""
+
+
+def test_frontier_says_what_it_does_on_stderr_when_it_is_a_log(tmp_path, capsys, monkeypatch):
+    _keep_env(monkeypatch)
+    rows = ["prompt_id,category,model,score"]
+    for i in range(12):
+        cat = "math" if i % 2 else "law"
+        rows += [f"p{i},{cat},small,{i % 3 == 0:d}", f"p{i},{cat},big,{i % 4 != 0:d}"]
+    table = tmp_path / "results.csv"
+    table.write_text("\n".join(rows) + "\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("- {name: small, total_params_b: 1, active_params_b: 1}\n"
+                      "- {name: big, total_params_b: 8, active_params_b: 8}\n")
+    assert main(["frontier", "--results", str(table), "--params", str(params),
+                 "--budgets", "2,8"]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, as in a log
+    assert "frontier: fitting the maps at 2 budgets" in err

@@ -124,7 +124,12 @@ def run(args) -> int:
         from workbench.router import CategoryRouter
 
         router = CategoryRouter(head=args.head)
-    progress = not args.quiet and sys.stderr.isatty()
+    # progress on stderr also when it is a log, not a terminal (periodic lines; workbench.progress)
+    progress = None if not args.quiet else False
+
+    def stage(text: str) -> None:
+        if not args.quiet:
+            print(f"frontier: {text}", file=sys.stderr, flush=True)
 
     def _embedder():
         from workbench.embed import Embedder
@@ -135,6 +140,8 @@ def run(args) -> int:
     if table is None:
         from workbench.evaluate import evaluate_mmlu_pro
 
+        stage(f"reading {results} and embedding its questions (cached after the first run), then "
+              f"fitting the router and the maps at {len(args.budgets)} budgets")
         res = evaluate_mmlu_pro(results, args.params, budgets=args.budgets, seed=args.seed,
                                 embedder=_embedder(), router=router, use_subjects=args.subjects)
         kind, unit = "MMLU-Pro", "questions"
@@ -142,6 +149,8 @@ def run(args) -> int:
         from workbench.evaluate_results import evaluate_results
 
         print(table.summary(), file=out)
+        stage(("embedding the prompts (cached after the first run), then " if table.has_text else "")
+              + f"fitting the maps at {len(args.budgets)} budgets")
         res = evaluate_results(table, args.params, budgets=args.budgets, seed=args.seed,
                                embedder=_embedder() if table.has_text else None, router=router)
         kind, unit = "results-table", "prompts"
