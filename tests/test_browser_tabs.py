@@ -21,6 +21,9 @@ from helpers_browser import SHADOW_TEXT, WATCH_STREAM, Browser, app_url, playwri
 
 pytestmark = pytest.mark.browser
 
+#: seconds the browser may take to draw an answer's last update after the server sent it
+BROWSER_DRAW_S = 0.6
+
 #: a number printed with more than 6 decimals (e.g. 0.0833333333 or 0.118940728902816)
 LONG_DECIMAL = re.compile(r"\d\.\d{7,}")
 
@@ -117,8 +120,27 @@ def test_chat_streams_and_the_trace_accounts_for_the_reply_time(browser):
     handle.press("End")  # 1024 new tokens: a reply long enough to watch and to time
     b.page.wait_for_timeout(300)
     box = b.page.locator(".coe-chat-panel textarea").first
-    n_traces = b.page.locator(".coe-trace").count()
+
+    # a first message, timed from the key press to its trace card (no in-page watcher: its
+    # polling would slow the page it measures)
     box.fill("Write a long story about the sea")
+    t0 = time.perf_counter()
+    box.press("Enter")
+    card = b.page.locator(".coe-trace").nth(0)
+    card.wait_for(timeout=120_000)
+    measured_s = time.perf_counter() - t0
+    total = card.locator('td[data-field="total"]').inner_text()
+    value = float(re.match(r"([\d.]+) (ms|s)", total).group(1))
+    total_s = value / 1000 if " ms" in total.split("(")[0] else value
+    # the trace covers the reply from the message's arrival at the server to the last token;
+    # what the server cannot see is the browser drawing the last update (0.2-0.5 s measured on
+    # this 2-core machine, more under load), allowed here on top of 10 %
+    assert abs(total_s - measured_s) <= 0.1 * measured_s + BROWSER_DRAW_S, (total, measured_s)
+    assert 'data-field="turn"' not in card.inner_html()  # a first message: no conversation rule
+
+    # a follow-up, watched in the page: the answer grows in several updates before its card
+    n_traces = b.page.locator(".coe-trace").count()
+    box.fill("Write another long story about the sea")
     b.page.evaluate(f"n => {{ window.__coeWatch = ({WATCH_STREAM})(n); }}", n_traces)
     box.press("Enter")
     seen = b.page.evaluate("() => window.__coeWatch")
@@ -127,20 +149,6 @@ def test_chat_streams_and_the_trace_accounts_for_the_reply_time(browser):
     final = b.page.locator(".coe-answer").last.evaluate(SHADOW_TEXT)
     partial = [s for s in seen if s and s != final]
     assert len(partial) >= 3, f"streaming was not visible: {len(partial)} partial updates"
-    assert "turn" not in card.inner_text()  # a first message: no conversation rule yet
-
-    # timed without the in-page watcher (its polling would slow the page it measures)
-    b.tab("Chat")
-    box.fill("Write another long story about the sea")
-    t0 = time.perf_counter()
-    box.press("Enter")
-    card = b.page.locator(".coe-trace").nth(n_traces + 1)
-    card.wait_for(timeout=120_000)
-    measured_s = time.perf_counter() - t0
-    total = card.locator('td[data-field="total"]').inner_text()
-    value = float(re.match(r"([\d.]+) (ms|s)", total).group(1))
-    total_s = value / 1000 if " ms" in total.split("(")[0] else value
-    assert abs(total_s - measured_s) <= 0.1 * measured_s, (total, measured_s)
     assert 'data-field="turn"' in card.inner_html()  # a follow-up: the conversation rule decided
     b.shot("tab-chat")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import html
+import queue
+import threading
 import time
 from typing import Any
 
@@ -19,6 +21,8 @@ from workbench.ui.render import text_html, trace_html
 __all__ = ["ChatPanel"]
 
 _DONE = object()
+#: seconds between two updates of a streaming answer in the browser
+_TICK_S = 0.1
 
 #: CSS for the answer text and the trace card (shadow-DOM safe: passed as pane stylesheets).
 _STYLES = """
@@ -158,32 +162,54 @@ class ChatPanel(pn.viewable.Viewer):
             answer_pane.object = text_html(str(exc), css_class="coe-text coe-error")
             yield column
             return
-        parts: list[str] = []
-        last = 0.0
-        while True:
+        # the stream is drained in its own thread; the view wakes every _TICK_S and shows what
+        # arrived, so a busy event loop never holds tokens back and the browser gets one update
+        # per tick (each update re-sends the whole answer)
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+        def pump() -> None:
             try:
-                item = await asyncio.to_thread(next, stream, _DONE)
-            except Exception as exc:  # shown escaped in the chat; the session keeps working
-                answer_pane.object = text_html("".join(parts) + f"\n[error] {type(exc).__name__}: {exc}",
-                                               css_class="coe-text coe-error")
+                for item in stream:
+                    inbox.put(item)
+            except Exception as exc:  # noqa: BLE001 - shown in the chat below
+                inbox.put(exc)
+            inbox.put(_DONE)
+
+        threading.Thread(target=pump, name="coe-chat-stream", daemon=True).start()
+        parts: list[str] = []
+        shown = 0
+        while True:
+            await asyncio.sleep(_TICK_S)
+            done, final, failed = False, None, None
+            while True:
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _DONE:
+                    done = True
+                elif isinstance(item, BaseException):
+                    failed = item
+                elif isinstance(item, str):
+                    parts.append(item)
+                else:
+                    final = item
+            if failed is not None:  # shown escaped in the chat; the session keeps working
+                answer_pane.object = text_html("".join(parts) + f"\n[error] {type(failed).__name__}: "
+                                               f"{failed}", css_class="coe-text coe-error")
                 yield column
                 return
-            if item is _DONE:
-                break
-            if isinstance(item, str):
-                parts.append(item)
-                now = time.monotonic()
-                # throttle websocket updates: every update re-sends the whole answer, and a
-                # browser that falls behind shows the end of the reply late
-                if now - last > 0.1:
-                    answer_pane.object = text_html("".join(parts))
-                    last = now
-                    yield column
-            else:
-                answer_pane.object = text_html(item.text)
-                card.object = trace_html(item.trace)
+            if final is not None:
+                answer_pane.object = text_html(final.text)
+                card.object = trace_html(final.trace)
                 card.visible = True
                 yield column
+            elif len(parts) != shown:
+                answer_pane.object = text_html("".join(parts))
+                shown = len(parts)
+                yield column
+            if done:
+                return
 
     def __panel__(self):
         return self._layout

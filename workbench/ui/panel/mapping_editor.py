@@ -166,7 +166,7 @@ class MappingEditorPanel(pn.viewable.Viewer):
             action()
         except Exception as exc:  # show every failure to the user, keep the app alive
             self.model.status = f"error: {_error_text(exc)}"
-            self._refresh()
+            self._refresh(keep_budget=True)  # the refused value stays as the user typed it
 
     def _on_edit(self, event: Any) -> None:
         category = self.model.categories[event.row]
@@ -182,14 +182,14 @@ class MappingEditorPanel(pn.viewable.Viewer):
         self._status.object = html.escape(text)
         self._status.alert_type = "danger" if text.startswith("error") else "light"
 
-    def _refresh(self, *_: Any) -> None:
+    def _refresh(self, *_: Any, keep_budget: bool = False) -> None:
         m = self.model
         self._table.value = _display_table(m.table())
         self._metrics.object = _format_metrics(m)
         self._plot.object = m.figure()
         self._undo.disabled = not m.can_undo
         self._redo.disabled = not m.can_redo
-        if m.budget_b is not None:
+        if m.budget_b is not None and not keep_budget:
             self._budget.value = self._shown(m.budget_b)
 
     def __panel__(self) -> Any:
