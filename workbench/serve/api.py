@@ -155,6 +155,10 @@ def create_api(coe: Any, *, api_key: str | None = None, max_concurrent: int = 2,
                                "with the key the server was started with (--api-key)", status=401,
                                code="invalid_api_key")
 
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError):  # raised by a route (authorize)
+        return error(exc)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         if exc.status_code == 404:
@@ -180,32 +184,23 @@ def create_api(coe: Any, *, api_key: str | None = None, max_concurrent: int = 2,
 
     @app.get("/metrics")
     async def get_metrics(request: Request):
-        try:
-            authorize(request)
-        except RequestError as exc:
-            return error(exc)
+        authorize(request)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def list_models(request: Request):
-        try:
-            authorize(request)
-        except RequestError as exc:
-            return error(exc)
+        authorize(request)
         return {"object": "list", "data": _model_cards(coe, created)}
 
     @app.get("/v1/models/{model}")
     async def get_model(model: str, request: Request):
-        try:
-            authorize(request)
-            for card in _model_cards(coe, created):
-                if card["id"] == model:
-                    return card
-            raise RequestError(f"the model {model!r} does not exist; this server has: "
-                               f"{', '.join(engine.models)}", param="model", status=404,
-                               code="model_not_found")
-        except RequestError as exc:
-            return error(exc)
+        authorize(request)
+        for card in _model_cards(coe, created):
+            if card["id"] == model:
+                return card
+        raise RequestError(f"the model {model!r} does not exist; this server has: "
+                           f"{', '.join(engine.models)}", param="model", status=404,
+                           code="model_not_found")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
