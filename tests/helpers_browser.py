@@ -52,6 +52,44 @@ async (nTraces) => {
 """
 
 
+#: in-page timer of one reply: milliseconds from the Enter key press to the new trace card being
+#: visible, both read on the page's clock (Playwright's own waits poll every 500 ms after their
+#: first 270 ms, which would add up to half a second to what they measure). Until the new
+#: answer's card host exists it searches the chat every 50 ms; then it checks only that host.
+TIME_REPLY = """
+async () => {
+  const deep = (root, sel, out = []) => {
+    root.querySelectorAll(sel).forEach(e => out.push(e));
+    root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) deep(e.shadowRoot, sel, out); });
+    return out;
+  };
+  const panel = deep(document, '.coe-chat-panel')[0];
+  const scope = panel.shadowRoot || panel;
+  const before = deep(scope, '.coe-trace-card').length;
+  let t0 = null;
+  const onKey = e => { if (e.key === 'Enter' && t0 === null) t0 = performance.now(); };
+  window.addEventListener('keydown', onKey, true);
+  const wait = ms => new Promise(r => setTimeout(r, ms));
+  try {
+    while (t0 === null) await wait(5);
+    let host = null;
+    while (performance.now() - t0 < 120000) {
+      if (host === null || !host.isConnected) {
+        const hosts = deep(scope, '.coe-trace-card');
+        host = hosts.length > before ? hosts[hosts.length - 1] : null;
+        if (host === null) { await wait(50); continue; }
+      }
+      const card = (host.shadowRoot || host).querySelector('.coe-trace');
+      if (card && card.checkVisibility()) return performance.now() - t0;
+      await wait(10);
+    }
+    return null;
+  } finally {
+    window.removeEventListener('keydown', onKey, true);
+  }
+}
+"""
+
 @contextlib.contextmanager
 def _served(bundle):
     """Serve ``bundle`` on a free localhost port; yields the URL once the page answers."""

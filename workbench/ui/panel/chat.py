@@ -6,6 +6,7 @@ expert, tier it was found in, switch and generation time). Every text is shown H
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import queue
 import threading
@@ -164,8 +165,11 @@ class ChatPanel(pn.viewable.Viewer):
             return
         # the stream is drained in its own thread; the view wakes every _TICK_S and shows what
         # arrived, so a busy event loop never holds tokens back and the browser gets one update
-        # per tick (each update re-sends the whole answer)
+        # per tick (each update re-sends the whole answer); the end of the stream wakes it at
+        # once, so the finished answer and its trace are not held back until the next tick
         inbox: queue.SimpleQueue = queue.SimpleQueue()
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
 
         def pump() -> None:
             try:
@@ -174,12 +178,15 @@ class ChatPanel(pn.viewable.Viewer):
             except Exception as exc:  # noqa: BLE001 - shown in the chat below
                 inbox.put(exc)
             inbox.put(_DONE)
+            with contextlib.suppress(RuntimeError):  # the session's loop is gone: nobody waits
+                loop.call_soon_threadsafe(finished.set)
 
         threading.Thread(target=pump, name="coe-chat-stream", daemon=True).start()
         parts: list[str] = []
         shown = 0
         while True:
-            await asyncio.sleep(_TICK_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(finished.wait(), _TICK_S)
             done, final, failed = False, None, None
             while True:
                 try:
