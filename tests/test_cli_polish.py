@@ -111,3 +111,22 @@ def test_frontier_says_what_it_does_on_stderr_when_it_is_a_log(tmp_path, capsys,
                  "--budgets", "2,8"]) == 0
     err = capsys.readouterr().err  # captured: not a terminal, as in a log
     assert "frontier: fitting the maps at 2 budgets" in err
+
+
+def test_quiet_conversion_disables_the_gguf_readers_own_bar(capsys):
+    """transformers' GGUF reader calls tqdm itself; ``progress=False`` turns that bar off for the
+    conversion only, and the reader's own tqdm is back afterwards."""
+    pytest.importorskip("transformers")
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    from workbench.demo.real import _gguf_bar
+
+    original = reader.tqdm
+    with _gguf_bar(False):
+        list(reader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert reader.tqdm is original
+    with _gguf_bar(True):
+        assert reader.tqdm is original
+        list(reader.tqdm(range(3), desc="shown"))
+    err = capsys.readouterr().err
+    assert "de-quantizing" not in err and "shown" in err

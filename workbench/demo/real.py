@@ -22,6 +22,7 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -180,6 +181,28 @@ def _package_version(module: str) -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def _gguf_bar(progress: bool):
+    """transformers' GGUF reader draws its own tqdm bar, which no transformers or hub setting
+    turns off; with ``progress=False`` (``--quiet``) it is disabled for the conversion."""
+    if progress:
+        yield
+        return
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    bar = getattr(reader, "tqdm", None)
+    if bar is None:  # a transformers without that bar: nothing to silence
+        yield
+        return
+    reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        reader.tqdm = bar
+
+
 def base_checkpoint(config: RealDemoConfig | None = None, *, root: str | os.PathLike | None = None,
                     progress: bool = True) -> Path:
     """Convert the base GGUF into an fp32 Hugging Face checkpoint once; return its folder.
@@ -203,8 +226,9 @@ def base_checkpoint(config: RealDemoConfig | None = None, *, root: str | os.Path
         print(f"converting {gguf.name} into a Hugging Face checkpoint (once, about 20 s) ...",
               flush=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        with _gguf_bar(progress):
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except ImportError as exc:
         raise DemoError(f"reading {gguf.name} needs the 'gguf' package: pip install gguf ({exc})") from exc
