@@ -114,6 +114,47 @@ def test_cli_options_reach_the_ray_backend(bundle, tmp_path, monkeypatch):
     assert "CoEExperts" in (tmp_path / "s.yaml").read_text()
 
 
+def test_an_answer_cut_short_at_the_ingress_counts_tokens_not_chunks():
+    """A stop sequence (or a departing client) cancels the replica's stream, so its own token
+    count never arrives: the ingress counts the text it got with the expert's tokenizer."""
+    from workbench.serve.ray_experts import RemotePool, RemoteStream
+
+    class Response:  # Ray's streaming response: an iterator of items with cancel()
+        def __init__(self, items):
+            self.items, self.cancelled = iter(items), False
+
+        def __iter__(self):
+            return self.items
+
+        def cancel(self):
+            self.cancelled = True
+
+    halt = threading.Event()
+    chunks = ["The answer is x equals five", " because three x is fifteen", " and more"]
+    pool = RemotePool(handle=None, specs={})
+    counted = []
+    pool.count_tokens = lambda name, text: counted.append((name, text)) or len(text.split())
+
+    def read(stream):
+        out = []
+        for chunk in stream:
+            out.append(chunk)
+            if len(out) == 2:
+                halt.set()  # the engine saw a stop sequence in the second chunk
+        return out
+
+    response = Response(chunks)
+    stream = RemoteStream(pool, "tiny-a", response, [halt])
+    assert read(stream) == chunks[:2] and response.cancelled
+    assert counted == [("tiny-a", "".join(chunks[:2]))]
+    assert stream.generation.new_tokens == 11  # words of the two chunks here, not 2 chunks
+    halt.clear()
+    pool.count_tokens = None  # no tokenizer: the chunks are what is known
+    stream = RemoteStream(pool, "tiny-a", Response(chunks), [halt])
+    read(stream)
+    assert stream.generation.new_tokens == 2
+
+
 # ------------------------------------------------------------------------------- on a local Ray
 @pytest.fixture(scope="module")
 def both(tiny_experts, tmp_path_factory):
@@ -249,6 +290,12 @@ def test_stop_sequences_cut_the_answer_the_same_way(both):
                 out = out.choices[0].message.content
             outs.append(out)
         assert outs[0] == outs[1] == full[:full.index(stop)], stream
+    # the ingress counts what it received in tokens, as in-process (not in chunks)
+    raw = [c.chat.completions.create(model="coe", messages=user(MATH), max_tokens=12, stop=[stop])
+           for c in (both.ray, both.local)]
+    t_ray, t_local = (r.model_extra["coe_trace"] for r in raw)
+    assert raw[0].usage == raw[1].usage
+    assert abs(t_ray["new_tokens"] - t_local["new_tokens"]) <= 2, (t_ray["new_tokens"], t_local["new_tokens"])
 
 
 @needs_ray

@@ -182,6 +182,16 @@ class ServeEngine:
         except Exception:  # noqa: BLE001 - the expert itself will say what is wrong
             return None
 
+    def text_tokens(self, expert: str, text: str) -> int | None:
+        """How many tokens ``text`` is for ``expert``'s tokenizer (None when it has none)."""
+        tokenizer = self.expert_info(expert).tokenizer
+        if tokenizer is None:
+            return None
+        try:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        except Exception:  # noqa: BLE001 - a count is informative; never fail an answer for it
+            return None
+
     def tier_of(self, expert: str) -> str:
         """Where ``expert`` sits now (``gpu``, ``cpu``, ``disk``, ...)."""
         try:
@@ -307,9 +317,8 @@ class ServeEngine:
             prompt = self._prompt_tokens(trace["expert"], plan.chat)
         completion = int(trace.get("new_tokens") or 0)
         if truncated:
-            tokenizer = self.expert_info(trace["expert"]).tokenizer
-            if tokenizer is not None:
-                completion = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            counted = self.text_tokens(trace["expert"], text)
+            completion = completion if counted is None else counted
         prompt = int(prompt or 0)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion}

@@ -57,7 +57,12 @@ def require_ray():
 
 class RayServeEngine(ServeEngine):
     """The in-process :class:`~workbench.serve.engine.ServeEngine`, adding to each trace the
-    replica that answered (the CoE's pool is a :class:`~workbench.serve.ray_experts.RemotePool`)."""
+    replica that answered (the CoE's pool is a :class:`~workbench.serve.ray_experts.RemotePool`).
+    The pool counts the tokens of an answer cut short at the ingress with the engine's tokenizers."""
+
+    def __init__(self, coe, **options) -> None:
+        super().__init__(coe, **options)
+        coe.pool.count_tokens = self.text_tokens
 
     def run(self, plan, cancel=None, on_text=None):
         self.coe.pool.begin()

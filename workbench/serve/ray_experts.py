@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -257,10 +257,13 @@ class RemoteStream:
                     yield item
                     if any(e.is_set() for e in self.events):  # a stop sequence, or the client left
                         self.response.cancel()
+                        # the replica's own count is lost with the cancel: count the text
                         text = "".join(self.chunks)
                         seconds = time.perf_counter() - t0
-                        self.generation = Generation(text, len(self.chunks), seconds,
-                                                     len(self.chunks) / seconds if seconds > 0 else 0.0,
+                        counted = self.pool.count_tokens(self.name, text) if self.pool.count_tokens else None
+                        tokens = len(self.chunks) if counted is None else counted
+                        self.generation = Generation(text, tokens, seconds,
+                                                     tokens / seconds if seconds > 0 else 0.0,
                                                      "", 0.0, self.name)
                         return
                 else:
@@ -293,6 +296,9 @@ class RemotePool(SpecNames):
         self.timeout_s = float(timeout_s)
         self._local = threading.local()
         self._tiers: dict[str, str] = {}
+        #: ``(expert, text) -> tokens or None``, for answers cut short at the ingress (the
+        #: ingress engine sets it to its tokenizer count; without it, chunks are counted)
+        self.count_tokens: Callable[[str, str], int | None] | None = None
 
     # -- what the ingress engine reads ---------------------------------------------------------
     def begin(self) -> None:
