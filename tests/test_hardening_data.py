@@ -86,6 +86,20 @@ def test_malformed_safetensors_index_is_a_clear_error(tmp_path, index):
         inspect_checkpoint(tmp_path, expert="x")
 
 
+@pytest.mark.parametrize("name", ["../elsewhere/model.safetensors", "/etc/model.safetensors",
+                                  "shards/../../model.safetensors"])
+def test_safetensors_index_naming_files_outside_its_folder_is_refused(tmp_path, name):
+    from workbench.placement import inspect_checkpoint
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": name}}))
+    with pytest.raises(ExpertError, match=r"index\.json names weight files outside its folder \(.*"
+                                          r"model\.safetensors\); it may only list files inside .*ckpt"):
+        inspect_checkpoint(folder, expert="x")
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. parse_size
 

@@ -15,7 +15,7 @@ The Mapping tab reads and writes map files only inside one folder (:func:`files_
 Examples
 --------
 >>> from workbench.app import serve
->>> serve(port=5006)                                  # doctest: +SKIP  (blocks; Ctrl-C to stop)
+>>> serve(port=5006)  # blocks; Ctrl-C stops it         # doctest: +SKIP
 
 In a notebook:
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ExpertError, PlacementError
-from workbench.safeio import short
+from workbench.safeio import short, short_list
 
 
 def weights_bytes_on_disk(folder: str | os.PathLike | None) -> int:
@@ -179,6 +179,12 @@ def inspect_checkpoint(path: Path, *, expert: str = "?", validate: bool = True) 
             raise ExpertError(f"expert {expert!r}: {index} is not a valid safetensors index (it needs an object "
                               "'weight_map' of tensor name -> file name); re-save the checkpoint")
         files = [path / f for f in dict.fromkeys(weight_map.values())]
+        outside = [f for f in dict.fromkeys(weight_map.values())
+                   if Path(f).is_absolute() or ".." in Path(f).parts]
+        if outside:  # an index names weight files beside it; anything else is not a checkpoint
+            raise ExpertError(f"expert {expert!r}: {index} names weight files outside its folder "
+                              f"({short_list(outside)}); it may only list files inside {path}. "
+                              "Re-save the checkpoint")
     else:
         files = sorted(path.glob("*.safetensors"))
     if not files:

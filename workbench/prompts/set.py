@@ -214,13 +214,14 @@ class PromptSet(PromptFiles):
     ) -> tuple[PromptSet, PromptSet]:
         """Seeded train / held-out split, stratified by category when the set has one.
 
-        Each category contributes ``round(n_c * test_size)`` prompts to the held-out part (a
-        category with a single prompt stays in train). Order inside each part follows the original.
+        Each category contributes ``round(n_c * test_size)`` prompts to the held-out part
+        (Python's ``round``: halves go to the even number, so 5 × 0.5 holds out 2; a category with
+        a single prompt stays in train). Order inside each part follows the original.
 
         >>> ps = PromptSet.from_records([{"text": f"q{i}", "category": "ab"[i % 2]} for i in range(10)])
         >>> a, b = ps.split(0.5, seed=0)
         >>> len(a), len(b), sorted(b.counts().tolist())
-        (5, 5, [2, 3])
+        (6, 4, [2, 2])
         """
         if not 0.0 < float(test_size) < 1.0:
             raise PromptSetError(f"test_size must be between 0 and 1 (exclusive), got {test_size}")
