@@ -21,7 +21,7 @@ TOL = 1e-9
 
 
 # ----------------------------------------------------------------------------- helpers
-def random_case(rng, n_cat=None, n_exp=None, ties=True, zero_weight=False):
+def random_case(rng, n_cat=None, n_exp=None, ties=True, zero_weight=False, bases=False):
     n_cat = n_cat or int(rng.integers(2, 6))
     n_exp = n_exp or int(rng.integers(2, 6))
     cats = [f"c{i}" for i in range(n_cat)]
@@ -32,7 +32,15 @@ def random_case(rng, n_cat=None, n_exp=None, ties=True, zero_weight=False):
     means = pd.DataFrame(scores, index=cats, columns=experts)
     sizes = rng.choice([1.0, 2.0, 3.5, 7.0, 7.0, 13.0], size=n_exp)
     models = []
-    for e, s in zip(experts, sizes):
+    # with bases: experts share one of two bases (LoRA adapters of a base model), or none
+    # (a base's size, each adapter a small own part on top of it)
+    group = rng.integers(-1, 2, size=n_exp) if bases else np.full(n_exp, -1)
+    base_b = {g: float(rng.choice([2.0, 7.0, 13.0])) for g in set(group.tolist()) if g >= 0}
+    for e, s, g in zip(experts, sizes, group.tolist()):
+        if g >= 0:
+            total = base_b[g] + float(rng.choice([0.01, 0.1, 0.5]))
+            models.append(ModelInfo(e, total, total, base=f"B{g}", base_params_b=base_b[g]))
+            continue
         total = s * (3 if rng.random() < 0.25 else 1)  # some mixtures of experts
         models.append(ModelInfo(e, total, s))
     reg = ModelRegistry(models)
@@ -52,12 +60,16 @@ def brute_force(means, weights, reg, *, budget=math.inf, locked=None, fallback=N
     w = np.array([weights[c] for c in cats], dtype=float)
     w = w / w.sum()
     active = np.array([reg.active(e) for e in experts])
-    total = {j: reg.total(e) for j, e in enumerate(experts)}
+    # memory of a set of experts, written out here: each one's own part, each shared base once
+    def memory(names):
+        infos = [reg[n] for n in set(names)]
+        own = sum(m.total_params_b - (m.base_params_b or 0.0) for m in infos)
+        return own + sum({m.base: m.base_params_b for m in infos if m.base}.values())
+
     if fallback is None:
         overall = w @ S
         fallback = sorted(experts, key=lambda e: (-overall[experts.index(e)], reg.active(e), e))[0]
     fb = experts.index(fallback) if fallback in experts else None
-    fb_total = reg.total(fallback)
     locked = locked or {}
     options = [[experts.index(locked[c])] if c in locked else range(len(experts)) for c in cats]
     combos = np.array(list(itertools.product(*options)), dtype=int)
@@ -74,7 +86,7 @@ def brute_force(means, weights, reg, *, budget=math.inf, locked=None, fallback=N
             continue
         if cost > budget + TOL * max(1, budget):
             continue
-        resident = sum(total[j] for j in used if j != fb) + fb_total
+        resident = memory([experts[j] for j in used] + [fallback])
         n_used = len(used - {fb}) + 1
         if max_resident is not None and resident > max_resident * (1 + TOL):
             continue
@@ -101,6 +113,25 @@ def check_map(m, means, weights, reg, budget, locked=None, max_resident=None, ma
     return metrics
 
 
+def test_adapters_of_one_base_fit_where_separate_models_would_not():
+    """A generalist base and four LoRA adapters of it: under a memory cap of about one base, the
+    optimizer uses every specialist (the base is resident once), as the demo's pool holds them."""
+    base = 0.1345
+    reg = ModelRegistry([ModelInfo("generalist", base, base="smollm2", base_params_b=base)]
+                        + [ModelInfo(f"lora-{c}", base + 0.0008, base="smollm2", base_params_b=base)
+                           for c in "abcd"])
+    means = pd.DataFrame(0.1, index=list("abcd"), columns=reg.names)
+    for c in "abcd":
+        means.loc[c, f"lora-{c}"] = 0.5
+    weights = dict.fromkeys("abcd", 1.0)
+    m = optimize_mapping(means, weights, reg, budget_active_b=1.0, max_resident_b=0.14,
+                         fallback_expert="generalist")
+    assert {c: m.expert_for(c) for c in "abcd"} == {c: f"lora-{c}" for c in "abcd"}
+    metrics = m.metrics(means, reg, weights)
+    assert metrics.resident_params_b == pytest.approx(base + 4 * 0.0008)
+    assert metrics.expected_score == pytest.approx(0.5)
+
+
 # ----------------------------------------------------------------------------- exactness
 @pytest.mark.parametrize("seed", range(60))
 def test_optimize_matches_brute_force(seed):
@@ -122,17 +153,20 @@ def test_optimize_matches_brute_force(seed):
         assert metrics.average_active_params_b == pytest.approx(cost, abs=TOL)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_limits_match_brute_force(seed):
+    """Seeds 40-59 give experts shared bases (LoRA adapters): a base is resident once."""
     rng = np.random.default_rng(1000 + seed)
-    means, weights, reg = random_case(rng, zero_weight=seed % 4 == 0)
+    means, weights, reg = random_case(rng, zero_weight=seed % 4 == 0, bases=seed >= 40)
     locked = {str(means.index[0]): str(means.columns[-1])} if seed % 3 == 0 else {}
     fallback = str(rng.choice(means.columns)) if seed % 2 else None
     _, _, pts = brute_force(means, weights, reg, locked=locked, fallback=fallback)
     costs = sorted(c for c, _ in pts)
     budget = float(rng.uniform(costs[0], costs[-1]))
     totals = sorted(m.total_params_b for m in reg)
-    max_resident = float(rng.uniform(totals[0], sum(totals))) if seed % 2 == 0 else None
+    everything = (sum(m.total_params_b - (m.base_params_b or 0.0) for m in reg)
+                  + sum({m.base: m.base_params_b for m in reg if m.base}.values()))
+    max_resident = float(rng.uniform(totals[0], everything)) if seed % 2 == 0 else None
     max_experts = int(rng.integers(1, len(totals) + 1)) if seed % 2 == 1 or seed % 5 == 0 else None
     val, _, feas = brute_force(means, weights, reg, budget=budget, locked=locked, fallback=fallback,
                                max_resident=max_resident, max_experts=max_experts)

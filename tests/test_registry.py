@@ -120,3 +120,82 @@ def test_old_file_verbs_still_work_with_a_deprecation_warning(tmp_path):
         reg.to_file(tmp_path / "r.yaml")
     with pytest.warns(DeprecationWarning, match="use ModelRegistry.load"):
         assert ModelRegistry.from_file(tmp_path / "r.yaml") == reg
+
+
+# ------------------------------------------------------------------ shared bases (LoRA adapters)
+LORA_YAML = """\
+- {name: generalist, total_params_b: 0.1345, base: generalist, base_params_b: 0.1345}
+- {name: math, total_params_b: 0.1353, base: generalist, base_params_b: 0.1345}
+- {name: code, total_params_b: 0.1353, base: generalist, base_params_b: 0.1345}
+- {name: big, total_params_b: 7.0}
+"""
+
+
+def test_a_shared_base_is_resident_once(tmp_path):
+    f = tmp_path / "lora.yaml"
+    f.write_text(LORA_YAML)
+    reg = ModelRegistry.load(f)
+    assert reg["math"].base == "generalist" and reg["math"].own_params_b == pytest.approx(0.0008)
+    assert reg.resident(["math", "code"]) == pytest.approx(0.1345 + 2 * 0.0008)
+    assert reg.resident(["generalist", "math", "code", "math"]) == pytest.approx(0.1345 + 2 * 0.0008)
+    assert reg.resident(["big", "math"]) == pytest.approx(7.0 + 0.1353)
+    assert reg.active("math") == 0.1353 and reg.total("math") == 0.1353  # each answer runs it all
+    assert list(reg.to_frame().columns) == ["name", "total_params_b", "active_params_b", "base",
+                                            "base_params_b"]
+    assert not ModelRegistry({"a": 1.0}).has_bases and reg.has_bases
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json", ".csv"])
+def test_bases_survive_a_round_trip(tmp_path, suffix):
+    f = tmp_path / "lora.yaml"
+    f.write_text(LORA_YAML)
+    reg = ModelRegistry.load(f)
+    out = tmp_path / f"again{suffix}"
+    reg.save(out)
+    back = ModelRegistry.load(out)
+    assert back == reg and back.resident(back.names) == pytest.approx(reg.resident(reg.names))
+    assert back["big"].base is None
+
+
+@pytest.mark.parametrize("text, match", [
+    ("- {name: a, total_params_b: 1, base: b}\n", r"model 'a': base 'b' needs base_params_b"),
+    ("- {name: a, total_params_b: 1, base_params_b: 0.5}\n", r"model 'a': base_params_b needs a base"),
+    ("- {name: a, total_params_b: 1, base: b, base_params_b: 2}\n",
+     r"base_params_b=2 must be a positive number of billions within total_params_b=1"),
+    ("- {name: a, total_params_b: 1, base: b, base_params_b: 0.5}\n"
+     "- {name: c, total_params_b: 1, base: b, base_params_b: 0.6}\n",
+     r"base 'b' in .* has two sizes: base_params_b=0.5 for model 'a' and 0.6 for 'c'"),
+    ("- {name: b, total_params_b: 0.5}\n- {name: a, total_params_b: 1, base: b, base_params_b: 0.5}\n",
+     r"model 'b' in .* is the base of 'a' but does not say so; give it base: b and base_params_b: 0.5"),
+])
+def test_bad_bases_are_refused_with_the_fix(tmp_path, text, match):
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    with pytest.raises(RegistryError, match=match):
+        ModelRegistry.load(f)
+
+
+def test_csv_bases_are_optional_columns(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("name,total_params_b,active_params_b,base,base_params_b\n"
+                 "g,0.1345,,g,0.1345\nm,0.1353,,g,0.1345\nbig,7,,,\n")
+    reg = ModelRegistry.load(f)
+    assert reg["m"].base == "g" and reg["big"].base is None
+    assert reg.resident(["g", "m", "big"]) == pytest.approx(0.1353 + 7)
+
+
+def test_registry_for_specs_shares_the_base_of_lora_experts():
+    from workbench.experts import ExpertSpec, registry_for
+
+    specs = [ExpertSpec("gen", "ckpt/base", total_params_b=0.1345),
+             ExpertSpec("math", "ckpt/base", total_params_b=0.1353, adapter="lora/math"),
+             ExpertSpec("code", "ckpt/base", active_params_b=0.1353, adapter="lora/code"),
+             ExpertSpec("other", "ckpt/other", total_params_b=1.0)]
+    reg = registry_for(specs)
+    assert [m.base for m in reg] == ["gen", "gen", "gen", None]
+    assert reg.resident(reg.names) == pytest.approx(0.1345 + 2 * 0.0008 + 1.0)
+    # an adapter whose base is not an expert of its own: no size known, counted whole
+    alone = registry_for([ExpertSpec("math", "ckpt/base", total_params_b=0.1353, adapter="lora/math")])
+    assert alone["math"].base is None
+    with pytest.raises(RegistryError, match=r"experts 'x' have no total_params_b"):
+        registry_for([ExpertSpec("x", "ckpt")])

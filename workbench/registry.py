@@ -3,7 +3,10 @@
 The registry is what turns a category-to-expert map into costs: the *average active parameters*
 (what a prompt pays in compute) and the *resident parameters* (what the distinct experts occupy in
 memory). It is read from a small YAML or CSV file with the keys ``name, total_params_b,
-active_params_b`` (``active_params_b`` defaults to ``total_params_b``).
+active_params_b`` (``active_params_b`` defaults to ``total_params_b``), and optionally ``base,
+base_params_b``: models that share weights (LoRA adapters of one base, and the base itself) name
+the same ``base`` and its size, so the shared part is resident once however many of them a map
+uses.
 
 Examples
 --------
@@ -12,10 +15,19 @@ Examples
 (12.9, 46.7)
 >>> "small" in reg, len(reg)
 (True, 2)
+
+Two LoRA adapters (0.8M parameters each) of one 134.5M base, and the base itself:
+
+>>> lora = ModelRegistry([ModelInfo("base", 0.1345, base="smollm2", base_params_b=0.1345),
+...                       ModelInfo("math", 0.1353, base="smollm2", base_params_b=0.1345),
+...                       ModelInfo("code", 0.1353, base="smollm2", base_params_b=0.1345)])
+>>> round(lora.resident(["base", "math", "code"]), 4)  # the base once, plus each adapter
+0.1361
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -48,6 +60,7 @@ MMLU_PRO_PARAMS: dict[str, tuple[float, float]] = {
 }
 
 _KEYS = ("name", "total_params_b", "active_params_b")
+_BASE_KEYS = ("base", "base_params_b")
 
 
 @dataclass(frozen=True)
@@ -62,13 +75,28 @@ class ModelInfo:
         All parameters (what the model occupies in memory), in billions.
     active_params_b : float
         Parameters used per token (differs from the total for mixtures of experts), in billions.
+        Defaults to ``total_params_b``.
+    base : str, optional
+        The weights this model shares with others (e.g. the base model of LoRA adapters; the base
+        model itself names it too). Models with the same ``base`` hold it in memory once.
+    base_params_b : float, optional
+        Size of the shared part in billions (part of ``total_params_b``); required with ``base``.
     """
 
     name: str
     total_params_b: float
-    active_params_b: float
+    active_params_b: float | None = None
+    base: str | None = None
+    base_params_b: float | None = None
+
+    @property
+    def own_params_b(self) -> float:
+        """The parameters that are this model's alone (the total less the shared base)."""
+        return self.total_params_b - (self.base_params_b or 0.0)
 
     def __post_init__(self) -> None:
+        if self.active_params_b is None:
+            object.__setattr__(self, "active_params_b", self.total_params_b)
         if not isinstance(self.name, str) or not self.name.strip():
             raise RegistryError(f"model name must be a non-empty string, got {short(self.name)}")
         for key in ("total_params_b", "active_params_b"):
@@ -90,24 +118,46 @@ class ModelInfo:
                 f"model {short(self.name)}: active_params_b={self.active_params_b:g} exceeds "
                 f"total_params_b={self.total_params_b:g}; active parameters are a subset of the total"
             )
+        self._check_base()
+
+    def _check_base(self) -> None:
+        base, size = self.base, self.base_params_b
+        if base in (None, "") and size in (None, ""):
+            object.__setattr__(self, "base", None)
+            object.__setattr__(self, "base_params_b", None)
+            return
+        if not isinstance(base, str) or not base.strip():
+            raise RegistryError(f"model {short(self.name)}: base_params_b needs a base (the name of the "
+                                f"shared weights, e.g. the base model of its LoRA adapter); got base={short(base)}")
+        try:
+            number = float(size)
+        except (TypeError, ValueError):
+            raise RegistryError(f"model {short(self.name)}: base {short(base)} needs base_params_b, the "
+                                f"shared part's size in billions; got {short(size)}") from None
+        if not math.isfinite(number) or number <= 0 or number > self.total_params_b * (1 + 1e-12):
+            raise RegistryError(
+                f"model {short(self.name)}: base_params_b={short(size)} must be a positive number of "
+                f"billions within total_params_b={self.total_params_b:g} (the base is part of the model)")
+        object.__setattr__(self, "base_params_b", min(number, self.total_params_b))
 
 
 def _info_from_value(name: str, value: Any, where: str = "") -> ModelInfo:
     """Build a ModelInfo from ``7.0``, ``(46.7, 12.9)``, ``{"total_params_b":..}`` or a ModelInfo."""
     if isinstance(value, ModelInfo):
-        return ModelInfo(name, value.total_params_b, value.active_params_b)
+        return dataclasses.replace(value, name=name)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"total_params_b", "active_params_b", "name"}
+        unknown = set(value) - {"total_params_b", "active_params_b", "name", *_BASE_KEYS}
         if unknown:
             raise RegistryError(
                 f"model {short(name)}{where}: unknown keys {short(sorted(map(str, unknown)))}; expected "
-                "total_params_b and optionally active_params_b"
+                "total_params_b and optionally active_params_b, base and base_params_b"
             )
         if "total_params_b" not in value or value["total_params_b"] in (None, ""):
             raise RegistryError(f"model {short(name)}{where} has no total_params_b; add it (billions)")
         total = value["total_params_b"]
         active = value.get("active_params_b")
-        return ModelInfo(name, total, total if active in (None, "") else active)
+        return ModelInfo(name, total, total if active in (None, "") else active,
+                         base=value.get("base"), base_params_b=value.get("base_params_b"))
     if isinstance(value, (tuple, list)):
         if len(value) not in (1, 2):
             raise RegistryError(
@@ -164,6 +214,21 @@ class ModelRegistry:
             if name in self._models:
                 raise RegistryError(f"model {short(name)} is listed twice{self._where()}; keep one entry")
             self._models[name] = _info_from_value(name, value)
+        self._bases: dict[str, tuple[str, float]] = {}  # base -> (first model naming it, its size)
+        for m in self._models.values():
+            if m.base is None:
+                continue
+            first = self._bases.setdefault(m.base, (m.name, m.base_params_b))
+            if not math.isclose(first[1], m.base_params_b, rel_tol=1e-9):
+                raise RegistryError(
+                    f"base {short(m.base)}{self._where()} has two sizes: base_params_b={first[1]:g} for "
+                    f"model {short(first[0])} and {m.base_params_b:g} for {short(m.name)}; one base has one size")
+        for base, (first, size) in self._bases.items():
+            m = self._models.get(base)
+            if m is not None and m.base != base:  # the base is listed as a model of its own
+                raise RegistryError(
+                    f"model {short(base)}{self._where()} is the base of {short(first)} but does not say "
+                    f"so; give it base: {base} and base_params_b: {size:g}, so it is resident once")
 
     # ------------------------------------------------------------------ access
     def _where(self) -> str:
@@ -206,6 +271,18 @@ class ModelRegistry:
         """Active parameters of ``name`` in billions (per-token compute)."""
         return self[name].active_params_b
 
+    def resident(self, names: Iterable[str]) -> float:
+        """Parameters (billions) that the distinct models in ``names`` occupy together: each
+        model's own parameters plus each shared ``base`` once."""
+        models = [self[n] for n in dict.fromkeys(names)]
+        bases = {m.base: m.base_params_b for m in models if m.base is not None}
+        return float(sum(m.own_params_b for m in models) + sum(bases.values()))
+
+    @property
+    def has_bases(self) -> bool:
+        """Whether any model shares a base with others."""
+        return bool(self._bases)
+
     def _missing_message(self, missing: list[str], context: str) -> str:
         where = self.source or "the registry file (YAML or CSV with name,total_params_b,active_params_b)"
         known = short_list(self.names) or "(none)"
@@ -235,11 +312,17 @@ class ModelRegistry:
         self.require(names, context="ModelRegistry.subset")
         return ModelRegistry([self._models[n] for n in names], source=self.source)
 
+    def _records(self) -> list[dict]:
+        keys = _KEYS + (_BASE_KEYS if self.has_bases else ())
+        return [{k: getattr(m, k) for k in keys} for m in self]
+
     def to_frame(self):
-        """A pandas DataFrame with columns ``name, total_params_b, active_params_b``."""
+        """A pandas DataFrame with columns ``name, total_params_b, active_params_b`` (and ``base,
+        base_params_b`` when a model shares a base)."""
         import pandas as pd
 
-        return pd.DataFrame([(m.name, m.total_params_b, m.active_params_b) for m in self], columns=list(_KEYS))
+        keys = list(_KEYS + (_BASE_KEYS if self.has_bases else ()))
+        return pd.DataFrame(self._records(), columns=keys)
 
     # ------------------------------------------------------------------ files
     @classmethod
@@ -256,7 +339,8 @@ class ModelRegistry:
             Mixtral-8x7B-Instruct-v0.1: {total_params_b: 46.7, active_params_b: 12.9}
             # or the list under a top-level ``models:`` key
 
-        CSV needs the header ``name,total_params_b[,active_params_b]``.
+        Models sharing weights add ``base`` and ``base_params_b`` (see :class:`ModelInfo`). CSV
+        needs the header ``name,total_params_b[,active_params_b][,base,base_params_b]``.
         """
         path = Path(path)
         if not path.exists():
@@ -302,7 +386,8 @@ class ModelRegistry:
                     f"model registry {source} line {lineno}: model {short(name)} has no total_params_b"
                 )
             try:
-                models.append(ModelInfo(name, total, active))
+                models.append(ModelInfo(name, total, active, base=row.get("base") or None,
+                                        base_params_b=row.get("base_params_b") or None))
             except RegistryError as exc:
                 raise RegistryError(f"model registry {source} line {lineno}: {exc}") from None
         return cls(models, source=source)
@@ -349,13 +434,11 @@ class ModelRegistry:
 
         path = Path(path)
         suffix = path.suffix.lower()
-        records = [
-            {"name": m.name, "total_params_b": m.total_params_b, "active_params_b": m.active_params_b}
-            for m in self
-        ]
+        records = self._records()
         if suffix == ".csv":
             buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(_KEYS), lineterminator="\n")
+            writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else list(_KEYS),
+                                    lineterminator="\n")
             writer.writeheader()
             writer.writerows(records)
             text = buf.getvalue()

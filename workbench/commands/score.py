@@ -161,11 +161,13 @@ def run(args) -> int:
     known = [s for s in specs if s.active_params_b is not None or s.total_params_b is not None]
     missing_params = [s.name for s in specs if s not in known]
     if known:
+        from workbench.experts import registry_for
+
         print("parameter counts for your --params file:")
-        for s in known:
-            total = s.total_params_b if s.total_params_b is not None else s.active_params_b
-            active = s.active_params_b if s.active_params_b is not None else total
-            print(f"  - {{name: {s.name}, total_params_b: {total:g}, active_params_b: {active:g}}}")
+        for m in registry_for(known):  # LoRA experts name their shared base: resident once
+            shared = f", base: {m.base}, base_params_b: {m.base_params_b:g}" if m.base else ""
+            print(f"  - {{name: {m.name}, total_params_b: {m.total_params_b:g}, "
+                  f"active_params_b: {m.active_params_b:g}{shared}}}")
     if missing_params:
         print(f"add parameter counts for {short_list(missing_params, quote=True)} to your --params "
               "file before running frontier")

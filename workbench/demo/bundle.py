@@ -241,11 +241,10 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
 
     from workbench.coe import CoE
     from workbench.embed import Embedder
-    from workbench.experts import ExpertPool
+    from workbench.experts import ExpertPool, registry_for
     from workbench.livescore import scores_from_frame
     from workbench.mapping import optimize_mapping, pareto_frontier
     from workbench.prompts import load_demo_prompts
-    from workbench.registry import ModelRegistry
     from workbench.router import CategoryRouter
 
     kind = _demo_kind(kind, spec_file)
@@ -280,8 +279,8 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
     router_accuracy = float(np.mean(router.predict(X[held]) == y[held]))
     router.choose_threshold(X[held], y[held], target_fallback_rate=DEFAULT_FALLBACK_RATE)
 
-    registry = ModelRegistry({name: (experts.n_params(name) / 1e9, experts.n_params(name) / 1e9)
-                              for name in experts.names})
+    specs = experts.specs()
+    registry = registry_for(specs)  # LoRA specialists share the generalist's base: resident once
     means, weights = scores.category_means(), scores.category_weights()
     if budget_b is None:
         frontier = pareto_frontier(means, weights, registry, fallback_expert=experts.generalist)
@@ -289,7 +288,6 @@ def build_demo_bundle(*, cache_dir: str | os.PathLike | None = None, seed: int =
         budget_b = cheapest + position * (best - cheapest)
     mapping = optimize_mapping(means, weights, registry, budget_active_b=float(budget_b),
                                fallback_expert=experts.generalist)
-    specs = experts.specs()
     pool = ExpertPool(specs, gpu_memory=gpu_memory, cpu_memory=cpu_memory)
     coe = CoE(embedder, router, mapping, pool, on_error=on_error)
     return DemoBundle(prompts=prompts, embedder=embedder, embeddings=X, router=router,

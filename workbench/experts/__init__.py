@@ -26,10 +26,10 @@ from workbench.experts.records import (
     LoadedExpert,
     PoolEvent,
 )
-from workbench.experts.spec import ExpertSpec, specs_from_file
+from workbench.experts.spec import ExpertSpec, registry_for, specs_from_file
 from workbench.placement import Placement, parse_size, plan_placement, release_memory
 
 __all__ = [
-    "ExpertSpec", "specs_from_file", "parse_size", "plan_placement", "Placement", "ExpertPool",
+    "ExpertSpec", "specs_from_file", "registry_for", "parse_size", "plan_placement", "Placement", "ExpertPool",
     "LoadedExpert", "Generation", "GenerationStream", "PoolEvent", "release_memory",
 ]

@@ -5,6 +5,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.errors import ExpertError, TrustRemoteCodeWarning
 from workbench.placement import (
@@ -12,7 +13,10 @@ from workbench.placement import (
 )
 from workbench.safeio import read_yaml_file, short
 
-__all__ = ["ExpertSpec", "SpecNames", "TrustRemoteCodeWarning", "specs_from_file"]
+if TYPE_CHECKING:
+    from workbench.registry import ModelRegistry
+
+__all__ = ["ExpertSpec", "SpecNames", "TrustRemoteCodeWarning", "registry_for", "specs_from_file"]
 
 
 @dataclass
@@ -156,6 +160,47 @@ def specs_from_file(path: str | Path) -> list[ExpertSpec]:
                 "or trust; remove the line otherwise.",
                 TrustRemoteCodeWarning, stacklevel=2)
     return specs
+
+
+def registry_for(specs) -> "ModelRegistry":
+    """The parameter counts of ``specs`` as a :class:`~workbench.registry.ModelRegistry`.
+
+    LoRA experts (``adapter`` set) share their base: when the base model is an expert too (a spec
+    on the same ``model`` without an adapter), the adapters and it name that expert as their
+    ``base`` with its size, so a map's resident parameters count the base once, as the pool holds
+    it. ``active_params_b`` defaults to ``total_params_b`` and the other way round.
+
+    Examples
+    --------
+    >>> reg = registry_for([ExpertSpec("base", "ckpt", total_params_b=0.1345),
+    ...                     ExpertSpec("math", "ckpt", total_params_b=0.1353, adapter="lora/math")])
+    >>> reg["math"].base, round(reg.resident(["base", "math"]), 4)
+    ('base', 0.1353)
+    """
+    from workbench.errors import RegistryError
+    from workbench.registry import ModelInfo, ModelRegistry
+
+    specs = list(specs)
+    missing = [s.name for s in specs if s.total_params_b is None and s.active_params_b is None]
+    if missing:
+        raise RegistryError(f"experts {', '.join(map(repr, missing))} have no total_params_b; add "
+                            "it to each expert's entry (billions)")
+    bases: dict[str, ExpertSpec] = {}
+    for s in specs:
+        if s.adapter is None:
+            bases.setdefault(str(s.model), s)
+    adapted = {str(s.model) for s in specs if s.adapter is not None}
+    models = []
+    for s in specs:
+        total = s.total_params_b if s.total_params_b is not None else s.active_params_b
+        active = s.active_params_b if s.active_params_b is not None else total
+        base = bases.get(str(s.model)) if str(s.model) in adapted else None
+        if base is None:
+            models.append(ModelInfo(s.name, total, active))
+        else:
+            size = base.total_params_b if base.total_params_b is not None else base.active_params_b
+            models.append(ModelInfo(s.name, total, active, base=base.name, base_params_b=size))
+    return ModelRegistry(models)
 
 
 class SpecNames:

@@ -10,7 +10,7 @@ A :class:`CategoryExpertMap` sends every router category (plus the ``"fallback"`
 low-confidence prompts) to one expert. Its quality is the category-frequency-weighted mean of the
 chosen experts' per-category scores; its cost is the *average active parameters* (the same
 weighting over the experts' active parameters) and the *resident parameters* (total parameters of
-the distinct experts it uses, fallback included).
+the distinct experts it uses, fallback included, a shared base counted once).
 
 :func:`optimize_mapping` finds the exact best map under a budget on average active parameters
 (optionally also on resident parameters or the number of distinct experts), and

@@ -5,7 +5,7 @@ A map sends every router category (plus the fallback category for low-confidence
 expert. Its quality is the category-frequency-weighted mean of the chosen experts' per-category
 scores; its cost is the *average active parameters* (the same weighting over the experts' active
 parameters) and the *resident parameters* (total parameters of the distinct experts it uses,
-fallback included).
+fallback included, with a base that experts share counted once).
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class MapMetrics:
     average_active_params_b : float
         Category-frequency-weighted mean of the chosen experts' active parameters (billions).
     resident_params_b : float
-        Total parameters (billions) of the distinct experts the map uses, fallback included.
+        Total parameters (billions) of the distinct experts the map uses, fallback included; a
+        base that several experts share (LoRA adapters) is counted once.
     per_category : pandas.DataFrame
         ``category, expert, weight, score, active_params_b, score_contribution,
         active_contribution`` (contributions sum to the two averages).
@@ -472,7 +473,7 @@ class CategoryExpertMap:
         return MapMetrics(
             expected_score=float(sc.sum()),
             average_active_params_b=float((weight * active).sum()),
-            resident_params_b=float(sum(registry.total(e) for e in used)),
+            resident_params_b=registry.resident(used),
             per_category=per,
             n_experts=len(used),
         )

@@ -88,24 +88,21 @@ def _solve_limited(
     n_e = len(p.experts)
     res_cap = math.inf if max_resident_b is None else max_resident_b * (1 + REL_TOL) + REL_TOL
     k_cap = n_e + 1 if max_experts is None else int(max_experts)
-    fb_total = p.registry.total(p.fallback_expert)
     fb_idx = p.experts.index(p.fallback_expert) if p.fallback_expert in p.experts else None
     required0 = np.zeros(n_e, dtype=bool)
     locked_rows = np.flatnonzero(p.allowed.sum(axis=1) == 1)
     for i in locked_rows:
         required0[np.flatnonzero(p.allowed[i])[0]] = True
+    # what adding expert j costs in memory: its own parameters, plus its shared base (LoRA
+    # adapters of one base model) unless an expert already counted brings that base
+    infos = [p.registry[e] for e in p.experts]
+    own = np.array([m.own_params_b for m in infos])
+    base_size = np.array([m.base_params_b or 0.0 for m in infos])
+    base_of = [m.base for m in infos]
 
     def usage(req: np.ndarray) -> tuple[float, int]:
-        idx = set(np.flatnonzero(req).tolist())
-        res = sum(p.total[j] for j in idx)
-        cnt = len(idx)
-        if fb_idx is None:
-            res += fb_total
-            cnt += 1
-        elif fb_idx not in idx:
-            res += p.total[fb_idx]
-            cnt += 1
-        return float(res), cnt
+        names = [p.experts[j] for j in np.flatnonzero(req)] + [p.fallback_expert]
+        return p.registry.resident(names), len(set(names))
 
     def tighten(allowed: np.ndarray, req: np.ndarray) -> np.ndarray | None:
         res, cnt = usage(req)
@@ -116,7 +113,9 @@ def _solve_limited(
         if fb_idx is not None:
             others[fb_idx] = False  # the fallback expert is resident anyway: free to use
         free_res = res_cap - res
-        allowed[others & (p.total > free_res)] = False
+        present = {base_of[j] for j in np.flatnonzero(req)} | {p.registry[p.fallback_expert].base}
+        adds = own + np.array([0.0 if base_of[j] in present else base_size[j] for j in range(n_e)])
+        allowed[others & (adds > free_res)] = False
         if cnt >= k_cap:
             allowed &= req | (np.arange(n_e) == (fb_idx if fb_idx is not None else -1))
         return allowed

@@ -130,8 +130,9 @@ class Problem:
         return float(total)
 
     def resident_of(self, choice: Iterable[int]) -> float:
-        used = {self.experts[j] for j in choice} | {self.fallback_expert}
-        return float(sum(self.registry.total(e) for e in used))
+        """Resident parameters of the experts in ``choice`` and the fallback expert (a shared
+        base counted once, see :meth:`ModelRegistry.resident`)."""
+        return self.registry.resident([self.experts[j] for j in choice] + [self.fallback_expert])
 
 
 def prepare_problem(category_means, weights, registry, locked, fallback_expert, *, context: str,
