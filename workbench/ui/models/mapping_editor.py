@@ -340,8 +340,8 @@ class MappingEditorModel(param.Parameterized):
     def metrics_note(self) -> str:
         """What each metric measures (plain text; views escape it)."""
         return (f"Expected score: {self.score_description}. Average active params: the experts' "
-                "sizes weighted by how often each category comes up. Resident params: all "
-                "experts the map uses.")
+                "sizes weighted by how often each category comes up. Resident params: the memory of "
+                "all experts the map uses, a base that LoRA experts share counted once.")
 
     def figure(self) -> Any:
         """The frontier figure with the single experts and the current map as a star."""
