@@ -237,3 +237,27 @@ def test_tier_view_shows_adapter_experts_on_their_base(models):
         assert "held-out score 0.123" in html
         cpu = {i["expert"] for i in view.by_tier()["cpu"]}
         assert {"gen", "a"} <= cpu
+
+
+def test_registry_for_adapters_on_a_hidden_base_counts_the_base_from_its_checkpoint(models):
+    """Adapters whose base is no expert of its own: the base's size comes from the checkpoint's
+    safetensors headers, so the map's resident parameters hold it once, as the pool does."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.experts import ExpertSpec, registry_for
+
+    base_n = AutoModelForCausalLM.from_pretrained(models["base"]).num_parameters()
+
+    def adapter_n(folder):
+        from safetensors.torch import load_file
+
+        return sum(t.numel() for t in load_file(folder / "adapter_model.safetensors").values())
+
+    totals = {k: (base_n + adapter_n(models[k])) / 1e9 for k in ("a", "b")}
+    reg = registry_for([ExpertSpec(k, models["base"], adapter=models[k], total_params_b=totals[k])
+                        for k in ("a", "b")])
+    assert reg["a"].base == str(models["base"]) and reg["a"].base_params_b * 1e9 == pytest.approx(base_n)
+    assert reg.resident(["a", "b"]) * 1e9 == pytest.approx(base_n + adapter_n(models["a"]) + adapter_n(models["b"]))
+    # a base that is not on this machine: no size to share, each adapter counted whole
+    missing = registry_for([ExpertSpec("a", models["root"] / "nowhere", adapter=models["a"], total_params_b=1.0)])
+    assert missing["a"].base is None

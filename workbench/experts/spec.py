@@ -168,7 +168,10 @@ def registry_for(specs) -> "ModelRegistry":
     LoRA experts (``adapter`` set) share their base: when the base model is an expert too (a spec
     on the same ``model`` without an adapter), the adapters and it name that expert as their
     ``base`` with its size, so a map's resident parameters count the base once, as the pool holds
-    it. ``active_params_b`` defaults to ``total_params_b`` and the other way round.
+    it. When no expert is the base (the pool then holds a hidden one), the adapters name the
+    ``model`` as their base and its size is counted from the checkpoint's safetensors headers
+    (no weights are read); a base that is not on this machine leaves them counted whole.
+    ``active_params_b`` defaults to ``total_params_b`` and the other way round.
 
     Examples
     --------
@@ -190,17 +193,36 @@ def registry_for(specs) -> "ModelRegistry":
         if s.adapter is None:
             bases.setdefault(str(s.model), s)
     adapted = {str(s.model) for s in specs if s.adapter is not None}
+    hidden = {model: _checkpoint_params_b(model) for model in adapted if model not in bases}
     models = []
     for s in specs:
         total = s.total_params_b if s.total_params_b is not None else s.active_params_b
         active = s.active_params_b if s.active_params_b is not None else total
-        base = bases.get(str(s.model)) if str(s.model) in adapted else None
-        if base is None:
-            models.append(ModelInfo(s.name, total, active))
-        else:
+        key = str(s.model)
+        if key in adapted and key in bases:
+            base = bases[key]
             size = base.total_params_b if base.total_params_b is not None else base.active_params_b
             models.append(ModelInfo(s.name, total, active, base=base.name, base_params_b=size))
+        elif hidden.get(key) is not None and hidden[key] <= total:
+            models.append(ModelInfo(s.name, total, active, base=key, base_params_b=hidden[key]))
+        else:
+            models.append(ModelInfo(s.name, total, active))
     return ModelRegistry(models)
+
+
+def _checkpoint_params_b(model: str) -> float | None:
+    """Parameters (billions) of a local checkpoint, from its safetensors headers; None when it
+    is not on this machine or has no safetensors weights."""
+    import math
+
+    from workbench.placement import inspect_checkpoint, resolve_model_path
+
+    try:  # validating reads every shard's header: the tensors' names, dtypes and shapes
+        ckpt = inspect_checkpoint(resolve_model_path(model), validate=True)
+        count = sum(math.prod(shape) for _, shape, _ in ckpt.tensors.values())
+    except (ExpertError, OSError, TypeError, ValueError):
+        return None
+    return count / 1e9 if count else None
 
 
 class SpecNames:
