@@ -557,3 +557,17 @@ def test_a_custom_fallback_category_is_carried_through_the_optimizer():
     assert all(p.mapping.fallback_category == "unsure" for p in front)
     base = monolithic_baselines(means, weights, reg, fallback_category="unsure")
     assert set(base) == {"a", "b"}
+
+
+def test_limits_no_map_can_meet_name_what_the_fallback_and_locked_experts_need():
+    reg = ModelRegistry([ModelInfo("a", 7.0, base="a", base_params_b=7.0), ModelInfo("b", 13.0),
+                         ModelInfo("lora", 7.1, base="a", base_params_b=7.0)])
+    means = pd.DataFrame([[0.5, 0.9, 0.6], [0.4, 0.8, 0.7]], index=["x", "y"], columns=["a", "b", "lora"])
+    with pytest.raises(InfeasibleBudgetError, match=r"no map satisfies max_resident_b=10 at any budget: "
+                       r"the fallback expert 'a' and the locked experts alone need 20B resident in 2 expert"):
+        optimize_mapping(means, {"x": 1, "y": 1}, reg, budget_active_b=13, max_resident_b=10,
+                         locked={"x": "b"}, fallback_expert="a")
+    # the adapter shares the fallback's base: locked on it, the two need 7.1B, within the limit
+    m = optimize_mapping(means, {"x": 1, "y": 1}, reg, budget_active_b=13, max_resident_b=7.2,
+                         locked={"x": "lora"}, fallback_expert="a")
+    assert m.expert_for("x") == "lora" and m.metrics(means, reg, {"x": 1, "y": 1}).resident_params_b == pytest.approx(7.1)

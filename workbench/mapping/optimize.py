@@ -284,10 +284,13 @@ def _infeasible_limits(p, budget, max_resident_b, max_experts, context) -> Infea
     cheapest = _solve_limited(p, None, max_resident_b, max_experts, minimise_cost=True)
     if cheapest is None:
         fb = p.fallback_expert
+        locked = [p.experts[int(np.flatnonzero(row)[0])] for row in p.allowed if row.sum() == 1]
+        needed = list(dict.fromkeys([fb, *locked]))
         return InfeasibleBudgetError(
-            f"{context}: no map satisfies {lim} at any budget: the fallback expert {fb!r} "
-            f"({p.registry.total(fb):g}B) and the locked experts alone exceed it; raise the limits, "
-            "unlock categories or choose a smaller fallback_expert"
+            f"{context}: no map satisfies {lim} at any budget: the fallback expert {fb!r} and the "
+            f"locked experts alone need {p.registry.resident(needed):g}B resident in {len(needed)} "
+            "expert(s), or none fits beside them; raise the limits, unlock categories or choose a "
+            "smaller fallback_expert"
         )
     smallest = -cheapest[0]
     return InfeasibleBudgetError(
