@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import statistics
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from _common import summary, table
@@ -32,12 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 PROMPTS = ["Solve 2x + 3 = 11 for x.", "Write a short poem about the sea.",
            "What did the court decide in a lease dispute?", "Explain what a Python list is.",
            "Wie spät ist es in Berlin?", "Tell me about the history of Rome."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _total_s(card) -> float:
@@ -52,27 +44,17 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the tiny demo experts instead of SmolLM2")
     args = ap.parse_args()
 
-    from helpers_browser import CHROMIUM, TIME_REPLY, Browser
+    from helpers_browser import CHROMIUM, TIME_REPLY, Browser, served
     from playwright.sync_api import sync_playwright
 
-    from workbench.app import serve
     from workbench.demo import build_demo_bundle
 
     if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} is absent: apt-get install chromium")
     bundle = build_demo_bundle(progress=False, kind="tiny" if args.tiny else None)
-    port = _free_port()
-    server = serve(port=port, bundle=bundle, threaded=True)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(url, timeout=60).read()
-            break
-        except OSError:
-            time.sleep(0.2)
     rows = []
     try:
-        with sync_playwright() as pw:
+        with served(bundle) as url, sync_playwright() as pw:
             b = Browser(pw, url)
             b.tab("Chat")
             box = b.page.locator(".coe-chat-panel textarea").first
@@ -95,7 +77,6 @@ def main() -> None:
             external, errors = b.external, b.errors
             b.close()
     finally:
-        server.stop()
         bundle.pool.close()
     table(rows, "trace total vs the reply time measured in the browser")
     gaps = [abs(r["gap_pct"]) for r in rows]

@@ -91,7 +91,7 @@ async () => {
 """
 
 @contextlib.contextmanager
-def _served(bundle):
+def served(bundle):
     """Serve ``bundle`` on a free localhost port; yields the URL once the page answers."""
     import urllib.request
 
@@ -142,7 +142,7 @@ def app_url(tiny_experts):
         bundle = build_mini_bundle(tiny_experts)
         close = bundle.pool.close
     try:
-        with _served(bundle) as url:
+        with served(bundle) as url:
             yield url
     finally:
         if close:

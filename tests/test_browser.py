@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 
 # the fixtures playwright and app_url come with the helpers
 from helpers_browser import (  # noqa: E402,F401
-    SHADOW_TEXT, XSS, Browser, _served, app_url, playwright)
+    SHADOW_TEXT, XSS, Browser, app_url, playwright, served)
 
 
 def test_app_in_a_real_browser(playwright, app_url):
@@ -182,7 +182,7 @@ def real_demo():
 
     bundle = build_demo_bundle(kind="real", progress=False)
     try:
-        with _served(bundle) as url:
+        with served(bundle) as url:
             yield url, bundle
     finally:
         bundle.pool.close()
