@@ -312,17 +312,18 @@ class ModelRegistry:
         self.require(names, context="ModelRegistry.subset")
         return ModelRegistry([self._models[n] for n in names], source=self.source)
 
+    def _columns(self) -> list[str]:
+        return list(_KEYS + (_BASE_KEYS if self.has_bases else ()))
+
     def _records(self) -> list[dict]:
-        keys = _KEYS + (_BASE_KEYS if self.has_bases else ())
-        return [{k: getattr(m, k) for k in keys} for m in self]
+        return [{k: getattr(m, k) for k in self._columns()} for m in self]
 
     def to_frame(self):
         """A pandas DataFrame with columns ``name, total_params_b, active_params_b`` (and ``base,
         base_params_b`` when a model shares a base)."""
         import pandas as pd
 
-        keys = list(_KEYS + (_BASE_KEYS if self.has_bases else ()))
-        return pd.DataFrame(self._records(), columns=keys)
+        return pd.DataFrame(self._records(), columns=self._columns())
 
     # ------------------------------------------------------------------ files
     @classmethod
@@ -437,8 +438,7 @@ class ModelRegistry:
         records = self._records()
         if suffix == ".csv":
             buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else list(_KEYS),
-                                    lineterminator="\n")
+            writer = csv.DictWriter(buf, fieldnames=self._columns(), lineterminator="\n")
             writer.writeheader()
             writer.writerows(records)
             text = buf.getvalue()

@@ -213,13 +213,10 @@ def registry_for(specs) -> "ModelRegistry":
 def _checkpoint_params_b(model: str) -> float | None:
     """Parameters (billions) of a local checkpoint, from its safetensors headers; None when it
     is not on this machine or has no safetensors weights."""
-    import math
-
     from workbench.placement import inspect_checkpoint, resolve_model_path
 
     try:  # validating reads every shard's header: the tensors' names, dtypes and shapes
-        ckpt = inspect_checkpoint(resolve_model_path(model), validate=True)
-        count = sum(math.prod(shape) for _, shape, _ in ckpt.tensors.values())
+        count = inspect_checkpoint(resolve_model_path(model), validate=True).n_params
     except (ExpertError, OSError, TypeError, ValueError):
         return None
     return count / 1e9 if count else None

@@ -59,7 +59,7 @@ def map_for(p: Problem, choice) -> CategoryExpertMap:
 
 def _infeasible_budget(p: Problem, budget: float, context: str) -> InfeasibleBudgetError:
     smallest = min_cost(p)
-    locked_note = " with the locked categories" if (p.allowed.sum(axis=1) == 1).any() else ""
+    locked_note = " with the locked categories" if p.locked_indices else ""
     return InfeasibleBudgetError(
         f"{context}: budget_active_b={budget:g} is below the smallest feasible average active "
         f"parameters, {smallest:.6g}B (every category on its cheapest allowed expert{locked_note}); "
@@ -90,9 +90,7 @@ def _solve_limited(
     k_cap = n_e + 1 if max_experts is None else int(max_experts)
     fb_idx = p.experts.index(p.fallback_expert) if p.fallback_expert in p.experts else None
     required0 = np.zeros(n_e, dtype=bool)
-    locked_rows = np.flatnonzero(p.allowed.sum(axis=1) == 1)
-    for i in locked_rows:
-        required0[np.flatnonzero(p.allowed[i])[0]] = True
+    required0[p.locked_indices] = True
     # what adding expert j costs in memory: its own parameters, plus its shared base (LoRA
     # adapters of one base model) unless an expert already counted brings that base
     infos = [p.registry[e] for e in p.experts]
@@ -284,8 +282,7 @@ def _infeasible_limits(p, budget, max_resident_b, max_experts, context) -> Infea
     cheapest = _solve_limited(p, None, max_resident_b, max_experts, minimise_cost=True)
     if cheapest is None:
         fb = p.fallback_expert
-        locked = [p.experts[int(np.flatnonzero(row)[0])] for row in p.allowed if row.sum() == 1]
-        needed = list(dict.fromkeys([fb, *locked]))
+        needed = list(dict.fromkeys([fb, *(p.experts[j] for j in p.locked_indices)]))
         return InfeasibleBudgetError(
             f"{context}: no map satisfies {lim} at any budget: the fallback expert {fb!r} and the "
             f"locked experts alone need {p.registry.resident(needed):g}B resident in {len(needed)} "

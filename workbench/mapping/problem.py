@@ -90,6 +90,12 @@ class Problem:
     dp_rows: np.ndarray        # rows the programme decides (weighted or locked)
 
     @property
+    def locked_indices(self) -> list[int]:
+        """The experts of the locked rows (rows with a single allowed expert), without repeats."""
+        rows = np.flatnonzero(self.allowed.sum(axis=1) == 1)
+        return list(dict.fromkeys(int(np.flatnonzero(self.allowed[i])[0]) for i in rows))
+
+    @property
     def fallback_index(self) -> int | None:
         return self.experts.index(self.fallback_expert) if self.fallback_expert in self.experts else None
 

@@ -5,6 +5,7 @@ Nothing here imports torch: a safetensors header is JSON read with :func:`json.l
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,11 @@ class Checkpoint:
     def nbytes(self) -> int:
         """Bytes of its weight files on disk (:func:`weights_bytes_on_disk`)."""
         return weights_bytes_on_disk(self.path)
+
+    @property
+    def n_params(self) -> int:
+        """Parameters in its tensors, from the headers (inspect it with ``validate=True``)."""
+        return sum(math.prod(shape) for _, shape, _ in self.tensors.values())
 
 
 def resolve_model_path(model: str | os.PathLike, *, expert: str = "?") -> Path:
